@@ -1,0 +1,267 @@
+"""The recipe schema (pydantic 2).
+
+Every model forbids unknown keys; sections that come in kinds are discriminated unions
+(``data.source``, ``evaluation.protocol``). Keras objects (layers, optimizers, losses,
+metrics, callbacks) are written the way Keras names them: a bare name, or a one-key
+mapping ``{ClassName: {argument: value}}``; their names and argument names are checked
+against the Keras catalog in :mod:`dlrun.recipe.catalog`, not here.
+
+This module must never import tensorflow, keras or mlflow.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+# --------------------------------------------------------------------------- Keras objects
+
+
+class KerasObject(BaseModel):
+    """``name`` or ``{name: {args}}`` — a Keras class or alias with its arguments."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    args: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_recipe_form(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"name": value, "args": {}}
+        if isinstance(value, dict) and set(value) != {"name", "args"}:
+            if len(value) != 1:
+                raise ValueError(
+                    "write a Keras object as a name or a one-key mapping {Name: {argument: value}}"
+                )
+            (name, args), = value.items()
+            if args is None:
+                args = {}
+            if not isinstance(args, dict):
+                raise ValueError(f"the arguments of {name} must be a mapping, not {type(args).__name__}")
+            return {"name": name, "args": args}
+        return value
+
+    @model_serializer
+    def _to_recipe_form(self) -> Any:
+        return {self.name: dict(self.args)} if self.args else self.name
+
+
+# --------------------------------------------------------------------------- data
+
+
+class HoldoutPart(Strict):
+    """How one part (validation or test) is taken out of the training data.
+
+    Exactly one of ``first``, ``last`` or ``fraction``; ``shuffle`` only applies to
+    ``fraction`` (seeded by the recipe seed).
+    """
+
+    first: int | None = Field(default=None, ge=1)
+    last: int | None = Field(default=None, ge=1)
+    fraction: float | None = Field(default=None, gt=0, lt=1)
+    shuffle: bool = True
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "HoldoutPart":
+        given = [k for k in ("first", "last", "fraction") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'first', 'last' or 'fraction'")
+        return self
+
+
+class SplitSpec(Strict):
+    """``test``: ``dataset`` (the source's own test split, default) or a part of the data;
+    ``validation``: ``none`` or a part of what remains for training."""
+
+    test: Literal["dataset", "none"] | HoldoutPart = "dataset"
+    validation: Literal["none"] | HoldoutPart = "none"
+
+
+class _DataBase(Strict):
+    split: SplitSpec = Field(default_factory=SplitSpec)
+    limit: int | None = Field(default=None, ge=1, description="use only the first N training samples")
+
+
+class EmbeddedData(_DataBase):
+    """Real datasets shipped inside registry packages (no download)."""
+
+    source: Literal["embedded"]
+    name: Literal[
+        "digits", "iris", "wine", "breast_cancer", "diabetes", "mnist_5k", "boston_housing"
+    ]
+
+
+class KerasData(_DataBase):
+    """``keras.datasets.<name>.load_data(**options)`` through Keras' own cache."""
+
+    source: Literal["keras"]
+    name: Literal["mnist", "fashion_mnist", "imdb", "reuters", "boston_housing", "cifar10", "cifar100"]
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class NpzData(_DataBase):
+    """A NumPy ``.npz`` file: feature and target arrays by key, optional test arrays."""
+
+    source: Literal["npz"]
+    path: str
+    x: str = "x"
+    y: str = "y"
+    x_test: str | None = None
+    y_test: str | None = None
+
+
+class CsvData(_DataBase):
+    """A CSV file with a header: target column(s) and feature columns (default: all others)."""
+
+    source: Literal["csv"]
+    path: str
+    target: str | list[str]
+    features: list[str] | None = None
+    delimiter: str = ","
+
+
+DataSpec = Annotated[
+    Union[EmbeddedData, KerasData, NpzData, CsvData], Field(discriminator="source")
+]
+
+
+# --------------------------------------------------------------------------- preprocessing
+
+
+class _TransformBase(Strict):
+    apply_to: Literal["x", "y"] = "x"
+
+
+class MultiHot(_TransformBase):
+    """The book's ``vectorize_sequences``: integer sequences → 0/1 vectors of ``dimension``."""
+
+    transform: Literal["multi_hot"]
+    dimension: int = Field(ge=1)
+
+
+class OneHot(_TransformBase):
+    """Integer class labels → one-hot rows (``to_categorical``); classes counted on the train part."""
+
+    transform: Literal["one_hot"]
+    apply_to: Literal["x", "y"] = "y"
+    num_classes: int | None = Field(default=None, ge=2)
+
+
+class Standardize(_TransformBase):
+    """Subtract the training part's mean and divide by its standard deviation, per feature."""
+
+    transform: Literal["standardize"]
+
+
+class Rescale(_TransformBase):
+    """``x * scale + offset`` as float32 (e.g. pixels ``scale: 0.00392156862745098``)."""
+
+    transform: Literal["rescale"]
+    scale: float = 1.0
+    offset: float = 0.0
+
+
+class Reshape(_TransformBase):
+    """Reshape every sample (the batch axis is kept), e.g. ``shape: [784]``."""
+
+    transform: Literal["reshape"]
+    shape: list[int] = Field(min_length=1)
+
+
+class PadSequences(_TransformBase):
+    """``keras.utils.pad_sequences`` to ``maxlen``."""
+
+    transform: Literal["pad_sequences"]
+    maxlen: int = Field(ge=1)
+    padding: Literal["pre", "post"] = "pre"
+    truncating: Literal["pre", "post"] = "pre"
+    value: float = 0.0
+
+
+TransformSpec = Annotated[
+    Union[MultiHot, OneHot, Standardize, Rescale, Reshape, PadSequences],
+    Field(discriminator="transform"),
+]
+
+
+# --------------------------------------------------------------------------- model, compile, fit
+
+
+class SequentialModel(Strict):
+    """A stack of Keras layers by class name; the input shape comes from the data unless given."""
+
+    type: Literal["sequential"] = "sequential"
+    input_shape: list[int | None] | None = None
+    layers: list[KerasObject] = Field(min_length=1)
+
+
+class CompileSpec(Strict):
+    optimizer: KerasObject = Field(default_factory=lambda: KerasObject.model_validate("rmsprop"))
+    loss: KerasObject
+    metrics: list[KerasObject] = Field(default_factory=list)
+
+
+class FitSpec(Strict):
+    epochs: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    shuffle: bool = True
+    callbacks: list[KerasObject] = Field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- evaluation, tracking
+
+
+class Holdout(Strict):
+    """Train, validate on the validation part, then evaluate on the test split if any."""
+
+    protocol: Literal["holdout"]
+
+
+class KFold(Strict):
+    """K-fold cross-validation over the training data (the test split stays aside).
+
+    ``repeats`` > 1 is iterated K-fold with shuffling. ``refit`` trains a final model on
+    all training data for the best averaged epoch and evaluates it on the test split
+    (the book's Listing 3.31).
+    """
+
+    protocol: Literal["kfold"]
+    k: int = Field(default=5, ge=2)
+    shuffle: bool = True
+    stratify: Literal["auto"] | bool = "auto"
+    repeats: int = Field(default=1, ge=1)
+    monitor: str = "val_loss"
+    refit: bool = False
+
+
+EvaluationSpec = Annotated[Union[Holdout, KFold], Field(discriminator="protocol")]
+
+
+class TrackingSpec(Strict):
+    experiment: str | None = Field(default=None, description="default: the recipe name")
+    run_name: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    log_model: bool = True
+
+
+# --------------------------------------------------------------------------- the recipe
+
+
+class Recipe(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
+    description: str = ""
+    seed: int = 42
+    data: DataSpec
+    preprocessing: list[TransformSpec] = Field(default_factory=list)
+    model: SequentialModel
+    compile: CompileSpec
+    fit: FitSpec = Field(default_factory=FitSpec)
+    evaluation: EvaluationSpec = Field(default_factory=lambda: Holdout(protocol="holdout"))
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
