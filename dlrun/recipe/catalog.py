@@ -1,0 +1,115 @@
+"""Check Keras names and argument names in a recipe without importing Keras.
+
+The names come from ``keras_catalog.json``, generated from the installed Keras by
+:mod:`dlrun.recipe.catalog_gen` (a test keeps the two in sync).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from typing import Any, Iterator
+
+from dlrun.errors import did_you_mean
+from dlrun.recipe.yaml_source import Path_
+
+CATALOG_FILE = "keras_catalog.json"
+# Arguments dlrun fills in itself, so a recipe may leave them out.
+_FILLED_BY_DLRUN = {
+    "ModelCheckpoint": {"filepath"},
+    "TensorBoard": set(),
+    "CSVLogger": {"filename"},
+    "BackupAndRestore": {"backup_dir"},
+}
+_ACTIVATION_ARGS = {"activation", "recurrent_activation"}
+# Arguments the book's Keras 2 code uses that Keras 3 removed.
+_KERAS2_ARGS = {
+    "lr": " — Keras 3 calls it 'learning_rate'",
+    "decay": " — removed in Keras 3; use a learning-rate schedule or ReduceLROnPlateau",
+    "input_length": " — removed in Keras 3; the input shape comes from the data",
+}
+
+
+@cache
+def catalog() -> dict:
+    from importlib import resources
+
+    return json.loads(resources.files("dlrun.recipe").joinpath(CATALOG_FILE).read_text())
+
+
+def _split_object(value: Any) -> tuple[str, dict] | None:
+    """``name`` or ``{name: args}`` → (name, args); None when malformed (schema reports it)."""
+    if isinstance(value, str):
+        return value, {}
+    if isinstance(value, dict) and len(value) == 1:
+        (name, args), = value.items()
+        if args is None:
+            args = {}
+        if isinstance(name, str) and isinstance(args, dict):
+            return name, args
+    return None
+
+
+def _lookup(kind: str, name: str, table: dict, case_insensitive: bool) -> tuple[str | None, str]:
+    if name in table:
+        return name, ""
+    if case_insensitive:
+        lowered = {k.lower(): k for k in table}
+        if name.lower() in lowered:
+            return lowered[name.lower()], ""
+    return None, f"unknown {kind} '{name}'{did_you_mean(name, table)}"
+
+
+def check_object(
+    kind: str, table: dict, value: Any, path: Path_, *, case_insensitive: bool = False
+) -> Iterator[tuple[Path_, str, bool]]:
+    """Yield (path, message, at_key) for each problem of one Keras object."""
+    parsed = _split_object(value)
+    if parsed is None:
+        return
+    name, args = parsed
+    canonical, problem = _lookup(kind, name, table, case_insensitive)
+    if canonical is None:
+        yield (path if isinstance(value, str) else path + (name,)), problem, not isinstance(value, str)
+        return
+    entry = table[canonical]
+    arg_path = path if isinstance(value, str) else path + (name,)
+    if entry.get("function") and args:
+        yield arg_path, f"{name} is a function and takes no arguments; use its class form to pass arguments", True
+        return
+    for arg, arg_value in args.items():
+        if arg not in entry["args"]:
+            hint = _KERAS2_ARGS.get(arg) or did_you_mean(arg, entry["args"])
+            yield arg_path + (arg,), f"{canonical} has no argument '{arg}'{hint}", True
+        elif arg in _ACTIVATION_ARGS and isinstance(arg_value, str):
+            acts = catalog()["activations"]
+            if arg_value not in acts:
+                yield arg_path + (arg,), f"unknown activation '{arg_value}'{did_you_mean(arg_value, acts)}", False
+    filled = _FILLED_BY_DLRUN.get(canonical, set())
+    for req in entry["required"]:
+        if req not in args and req not in filled:
+            yield arg_path, f"{canonical} needs the argument '{req}'", False
+
+
+def check_recipe_objects(raw: dict) -> Iterator[tuple[Path_, str, bool]]:
+    """Every Keras object of a raw recipe mapping: layers, optimizer, loss, metrics, callbacks."""
+    cat = catalog()
+    model = raw.get("model")
+    if isinstance(model, dict) and isinstance(model.get("layers"), list):
+        for i, layer in enumerate(model["layers"]):
+            yield from check_object("layer", cat["layers"], layer, ("model", "layers", i))
+    comp = raw.get("compile")
+    if isinstance(comp, dict):
+        if "optimizer" in comp:
+            yield from check_object(
+                "optimizer", cat["optimizers"], comp["optimizer"], ("compile", "optimizer"), case_insensitive=True
+            )
+        if "loss" in comp:
+            yield from check_object("loss", cat["losses"], comp["loss"], ("compile", "loss"))
+        if isinstance(comp.get("metrics"), list):
+            for i, metric in enumerate(comp["metrics"]):
+                yield from check_object("metric", cat["metrics"], metric, ("compile", "metrics", i))
+    fit = raw.get("fit")
+    if isinstance(fit, dict) and isinstance(fit.get("callbacks"), list):
+        for i, callback in enumerate(fit["callbacks"]):
+            yield from check_object("callback", cat["callbacks"], callback, ("fit", "callbacks", i))

@@ -1,0 +1,103 @@
+"""Regenerate ``keras_catalog.json`` from the installed Keras.
+
+    python -m dlrun.recipe.catalog_gen
+
+The catalog lets ``dlrun validate`` check Keras names and argument names without
+importing TensorFlow; ``tests/test_catalog.py`` fails when it is out of date.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+
+CATALOG_PATH = Path(__file__).with_name("keras_catalog.json")
+
+# Keras' base Layer pops these from **kwargs (keras/src/layers/layer.py).
+_LAYER_KWARGS = ["input_dim", "input_shape"]
+# compile() understands these metric strings itself (keras/src/trainers/compile_utils.py).
+_COMPILE_METRIC_STRINGS = ["accuracy", "acc", "crossentropy", "ce"]
+_SKIP = {"Layer", "Loss", "Metric", "Optimizer", "Callback", "CallbackList", "History",
+         "ProgbarLogger", "LambdaCallback", "Wrapper", "InputSpec", "LossScaleOptimizer",
+         "MultiOptimizer", "OptimizerMap"}
+
+
+def _parameters(cls: type) -> tuple[list[str], list[str], bool]:
+    """(argument names, required argument names, accepts **kwargs) of ``cls.__init__``."""
+    params = inspect.signature(cls.__init__).parameters.values()
+    names, required, var_kw = [], [], False
+    for p in params:
+        if p.name == "self" or p.kind is p.VAR_POSITIONAL:
+            continue
+        if p.kind is p.VAR_KEYWORD:
+            var_kw = True
+            continue
+        names.append(p.name)
+        if p.default is p.empty:
+            required.append(p.name)
+    return names, required, var_kw
+
+
+def _classes(module, base: type) -> dict[str, dict]:
+    out = {}
+    for name in sorted(dir(module)):
+        obj = getattr(module, name)
+        if name.startswith("_") or name in _SKIP or not inspect.isclass(obj) or not issubclass(obj, base):
+            continue
+        out[name] = _class_entry(obj, base)
+    return out
+
+
+def _class_entry(cls: type, base: type) -> dict:
+    names, required, var_kw = _parameters(cls)
+    if var_kw:  # **kwargs are forwarded to the base class: take its named arguments too
+        for klass in cls.__mro__[1:]:
+            if klass is object:
+                break
+            extra, _, more = _parameters(klass)
+            names += [n for n in extra if n not in names]
+            if not more:
+                break
+        if issubclass(cls, base) and base.__name__ == "Layer":
+            names += [n for n in _LAYER_KWARGS if n not in names]
+    return {"args": names, "required": required}
+
+
+def build_catalog() -> dict:
+    import keras
+    from keras.src.losses import ALL_OBJECTS_DICT as LOSSES
+    from keras.src.metrics import ALL_OBJECTS_DICT as METRICS
+    from keras.src.activations import ALL_OBJECTS_DICT as ACTIVATIONS
+
+    def named_objects(table: dict, base: type) -> dict[str, dict]:
+        out = {}
+        for key, obj in sorted(table.items()):
+            if inspect.isclass(obj):
+                out[key] = _class_entry(obj, base)
+            else:  # a plain function: no constructor arguments
+                out[key] = {"args": [], "required": [], "function": True}
+        return out
+
+    optimizers = _classes(keras.optimizers, keras.optimizers.Optimizer)
+    metrics = named_objects(METRICS, keras.metrics.Metric)
+    for name in _COMPILE_METRIC_STRINGS:
+        metrics.setdefault(name, {"args": [], "required": [], "function": True})
+    return {
+        "keras_version": keras.__version__,
+        "layers": _classes(keras.layers, keras.layers.Layer),
+        "optimizers": optimizers,
+        "losses": named_objects(LOSSES, keras.losses.Loss),
+        "metrics": metrics,
+        "callbacks": _classes(keras.callbacks, keras.callbacks.Callback),
+        "activations": sorted(ACTIVATIONS),
+    }
+
+
+def main() -> None:
+    CATALOG_PATH.write_text(json.dumps(build_catalog(), indent=1, sort_keys=True) + "\n")
+    print(f"wrote {CATALOG_PATH}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""Load a recipe file: YAML → ``extends`` → ``--set`` overrides → validated :class:`Recipe`.
+
+Every problem of the file is collected and raised at once as a :class:`RecipeError`.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from pydantic import ValidationError
+
+from dlrun.errors import Location, RecipeError, RecipeIssue
+from dlrun.recipe.catalog import check_recipe_objects
+from dlrun.recipe.schema import Recipe
+from dlrun.recipe.validation import pydantic_issues
+from dlrun.recipe.yaml_source import Path_, SourceMap, YamlProblem, format_path, load_yaml_text
+
+MAX_EXTENDS_DEPTH = 16
+
+
+@dataclass
+class LoadedRecipe:
+    recipe: Recipe
+    path: Path
+    resolved: dict  # the recipe as validated, defaults filled in (what runs and is saved)
+    overrides: list[str] = field(default_factory=list)
+    extends: list[Path] = field(default_factory=list)  # every file merged in, base first
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+
+def _issue(source: SourceMap, path: Path_, message: str, at_key: bool = False) -> RecipeIssue:
+    return RecipeIssue(source.locate(path, key=at_key), format_path(path), message)
+
+
+def deep_merge(base: Any, override: Any) -> Any:
+    """Mappings merge key by key; anything else (lists included) is replaced."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        merged = dict(base)
+        for key, value in override.items():
+            merged[key] = deep_merge(base[key], value) if key in base else value
+        return merged
+    return override
+
+
+def _read_document(path: Path) -> tuple[dict, SourceMap]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError([RecipeIssue(Location(str(path)), "", "no such recipe file")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError([RecipeIssue(Location(str(path)), "", f"cannot read the recipe: {exc}")]) from None
+    try:
+        value, source = load_yaml_text(text, str(path))
+    except YamlProblem as problem:
+        raise RecipeError([problem.issue]) from None
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise RecipeError([RecipeIssue(Location(str(path), 1, 1), "", "a recipe must be a YAML mapping")])
+    return value, source
+
+
+def _load_with_extends(path: Path, chain: tuple[Path, ...]) -> tuple[dict, SourceMap, list[Path]]:
+    path = path.resolve()
+    if path in chain:
+        cycle = " → ".join(p.name for p in chain + (path,))
+        raise RecipeError([RecipeIssue(Location(str(chain[-1])), "extends", f"extends cycle: {cycle}")])
+    if len(chain) >= MAX_EXTENDS_DEPTH:
+        raise RecipeError([RecipeIssue(Location(str(path)), "extends", "extends chain is too deep")])
+    raw, source = _read_document(path)
+    bases = raw.pop("extends", None)
+    if bases is None:
+        return raw, source, [path]
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise RecipeError([_issue(source, ("extends",), "extends must be a file path or a list of file paths")])
+    merged: dict = {}
+    merged_source = SourceMap()
+    files: list[Path] = []
+    for i, base in enumerate(bases):
+        base_path = (path.parent / base).resolve()
+        if not base_path.is_file():
+            where = ("extends",) if len(bases) == 1 and isinstance(raw.get("extends"), str) else ("extends", i)
+            raise RecipeError([_issue(source, where, f"no such file to extend: {base_path}")])
+        base_raw, base_source, base_files = _load_with_extends(base_path, chain + (path,))
+        merged = deep_merge(merged, base_raw)
+        merged_source.update(base_source)
+        files += [f for f in base_files if f not in files]
+    merged = deep_merge(merged, raw)
+    merged_source.update(source)
+    return merged, merged_source, files + [path]
+
+
+_SEGMENT = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def parse_dotted(key: str) -> Path_ | None:
+    """``model.layers[1].Dense.units`` or ``model.layers.1.Dense.units`` → a path."""
+    if not key or key.startswith(".") or key.endswith(".") or ".." in key:
+        return None
+    parts: list[Any] = []
+    pos = 0
+    for match in _SEGMENT.finditer(key):
+        gap = key[pos:match.start()]
+        if gap not in ("", "."):
+            return None
+        name, index = match.groups()
+        parts.append(int(index) if index is not None else int(name) if name.isdigit() else name)
+        pos = match.end()
+    return tuple(parts) if pos == len(key) else None
+
+
+def apply_override(raw: dict, source: SourceMap, text: str, index: int) -> None:
+    """Apply one ``--set dotted.key=value`` (the value read as YAML) in place."""
+    where = Location(f"--set #{index + 1} '{text}'")
+    key, sep, value_text = text.partition("=")
+    path = parse_dotted(key.strip())
+    if not sep or path is None:
+        raise RecipeError([RecipeIssue(where, "", "expected --set dotted.key=value, e.g. fit.epochs=4")])
+    try:
+        value, _ = load_yaml_text(value_text, str(where))
+    except YamlProblem as problem:
+        raise RecipeError([RecipeIssue(where, format_path(path), problem.issue.message)]) from None
+    node: Any = raw
+    for depth, part in enumerate(path[:-1]):
+        here = format_path(path[: depth + 1])
+        if isinstance(part, int):
+            if not isinstance(node, list) or part >= len(node):
+                raise RecipeError([RecipeIssue(where, here, "no such list item to set")])
+            node = node[part]
+        else:
+            if not isinstance(node, dict):
+                raise RecipeError([RecipeIssue(where, here, "cannot set a key inside a non-mapping value")])
+            node = node.setdefault(part, {})
+    last = path[-1]
+    if isinstance(last, int):
+        if not isinstance(node, list) or last >= len(node):
+            raise RecipeError([RecipeIssue(where, format_path(path), "no such list item to set")])
+    elif not isinstance(node, dict):
+        raise RecipeError([RecipeIssue(where, format_path(path), "cannot set a key inside a non-mapping value")])
+    node[last] = value
+    # Everything under the overridden key now comes from the command line.
+    for table in (source.values, source.keys):
+        for p in [p for p in table if p[: len(path)] == path]:
+            del table[p]
+        table[path] = where
+
+
+def _path_issues(recipe: Recipe, base_dir: Path, source: SourceMap) -> Iterable[RecipeIssue]:
+    data_path = getattr(recipe.data, "path", None)
+    if data_path is not None:
+        resolved = (base_dir / data_path).resolve()
+        if not resolved.is_file():
+            yield _issue(source, ("data", "path"), f"no such file: {resolved}")
+
+
+def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> LoadedRecipe:
+    """Read, merge, override and validate a recipe; raise RecipeError listing every problem."""
+    path = Path(path)
+    raw, source, files = _load_with_extends(path, ())
+    overrides = list(overrides)
+    raw = copy.deepcopy(raw)
+    for i, text in enumerate(overrides):
+        apply_override(raw, source, text, i)
+    raw.setdefault("name", path.stem)
+
+    issues = [_issue(source, p, msg, at_key) for p, msg, at_key in check_recipe_objects(raw)]
+    recipe = None
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as exc:
+        flagged = {i.path for i in issues}
+        issues += [
+            _issue(source, p, msg, at_key)
+            for p, msg, at_key in pydantic_issues(exc, Recipe)
+            if format_path(p) not in flagged
+        ]
+    if recipe is not None:
+        issues += list(_path_issues(recipe, path.parent, source))
+    if issues:
+        raise RecipeError(issues)
+    resolved = recipe.model_dump(mode="json")
+    return LoadedRecipe(recipe, path.resolve(), resolved, overrides, files[:-1])

@@ -1,0 +1,180 @@
+"""Safe YAML reading that keeps where every value came from.
+
+PyYAML resolves scalars the YAML 1.1 way (``1e-3`` is a string, ``no``/``on`` are
+booleans). We compose the node tree only — never construct Python objects from tags —
+and resolve plain scalars with the YAML 1.2 core schema ourselves, recording the
+``file:line:col`` of every value and every mapping key by its recipe path.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import yaml
+
+from dlrun.errors import Location, RecipeIssue
+
+Path_ = tuple[Any, ...]  # a recipe path: mapping keys (str) and list indices (int)
+
+# YAML 1.2 core schema (https://yaml.org/spec/1.2.2/#1032-tag-resolution)
+_NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
+_BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
+_INT = re.compile(r"^[-+]?[0-9]+$")
+_INT_OCT = re.compile(r"^0o[0-7]+$")
+_INT_HEX = re.compile(r"^0x[0-9a-fA-F]+$")
+_FLOAT = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$")
+_INF = re.compile(r"^[-+]?\.(?:inf|Inf|INF)$")
+_NAN = re.compile(r"^\.(?:nan|NaN|NAN)$")
+
+_STANDARD_TAGS = {
+    "tag:yaml.org,2002:str",
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:null",
+    "tag:yaml.org,2002:map",
+    "tag:yaml.org,2002:seq",
+}
+# Anchors and aliases are legal YAML, but a document of nested aliases can expand to
+# billions of values ("billion laughs"); a recipe never needs this many.
+MAX_VALUES = 200_000
+
+
+def resolve_scalar(text: str) -> Any:
+    """A plain (unquoted) scalar as YAML 1.2 reads it."""
+    if _NULL.match(text):
+        return None
+    if _BOOL.match(text):
+        return text.lower() == "true"
+    if _INT.match(text):
+        return int(text)
+    if _INT_OCT.match(text):
+        return int(text[2:], 8)
+    if _INT_HEX.match(text):
+        return int(text[2:], 16)
+    if _FLOAT.match(text):
+        return float(text)
+    if _INF.match(text):
+        return float("-inf") if text.startswith("-") else float("inf")
+    if _NAN.match(text):
+        return float("nan")
+    return text
+
+
+class SourceMap:
+    """Recipe path → where its value (and, for mapping entries, its key) was written."""
+
+    def __init__(self) -> None:
+        self.values: dict[Path_, Location] = {}
+        self.keys: dict[Path_, Location] = {}
+
+    def locate(self, path: Path_, *, key: bool = False) -> Location:
+        """The closest known location: the path itself, else its nearest ancestor."""
+        table = self.keys if key else self.values
+        probe = tuple(path)
+        while True:
+            if probe in table:
+                return table[probe]
+            if probe in self.values:
+                return self.values[probe]
+            if not probe:
+                return Location("<recipe>")
+            probe = probe[:-1]
+
+    def update(self, other: "SourceMap", prefix: Path_ = ()) -> None:
+        for p, loc in other.values.items():
+            self.values[prefix + p] = loc
+        for p, loc in other.keys.items():
+            self.keys[prefix + p] = loc
+
+
+class YamlProblem(Exception):
+    def __init__(self, issue: RecipeIssue):
+        super().__init__(str(issue))
+        self.issue = issue
+
+
+class _PlainLoader(yaml.SafeLoader):
+    """Composes without YAML 1.1 implicit typing: every untagged scalar stays text."""
+
+    yaml_implicit_resolvers: dict = {}
+
+
+def _loc(file: str, node: yaml.Node) -> Location:
+    return Location(file, node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+def format_path(path: Path_) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+class _Converter:
+    def __init__(self, file: str):
+        self.file = file
+        self.count = 0
+        self.source = SourceMap()
+
+    def fail(self, node: yaml.Node, path: Path_, message: str) -> None:
+        raise YamlProblem(RecipeIssue(_loc(self.file, node), format_path(path), message))
+
+    def convert(self, node: yaml.Node, path: Path_) -> Any:
+        self.count += 1
+        if self.count > MAX_VALUES:
+            self.fail(node, path, f"the document expands to more than {MAX_VALUES} values (alias bomb?)")
+        self.source.values[path] = _loc(self.file, node)
+        if node.tag not in _STANDARD_TAGS and node.tag.startswith(("!", "tag:")):
+            self.fail(node, path, f"YAML tag '{node.tag.replace('tag:yaml.org,2002:', '!!')}' is not allowed in a recipe (tags never build objects)")
+        if isinstance(node, yaml.ScalarNode):
+            return self._scalar(node, path)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.convert(item, path + (i,)) for i, item in enumerate(node.value)]
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, path)
+        self.fail(node, path, "unsupported YAML node")  # pragma: no cover
+
+    def _scalar(self, node: yaml.ScalarNode, path: Path_) -> Any:
+        # Quoted and block scalars are strings; plain ones resolve the YAML 1.2 way.
+        return node.value if node.style else resolve_scalar(node.value)
+
+    def _mapping(self, node: yaml.MappingNode, path: Path_) -> dict:
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if key_node.value == "<<" and not key_node.style:
+                self.fail(key_node, path, "YAML merge keys ('<<') are not supported; use 'extends:'")
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.fail(key_node, path, "mapping keys must be plain names")
+            key = key_node.value if key_node.style else resolve_scalar(key_node.value)
+            key = key if isinstance(key, str) else str(key).lower() if isinstance(key, bool) else str(key)
+            if key in out:
+                self.fail(key_node, path + (key,), f"duplicate key '{key}'")
+            self.source.keys[path + (key,)] = _loc(self.file, key_node)
+            out[key] = self.convert(value_node, path + (key,))
+        return out
+
+
+def load_yaml_text(text: str, file: str) -> tuple[Any, SourceMap]:
+    """Parse one YAML document; raise YamlProblem with a located message on any error."""
+    try:
+        node = yaml.compose(text, Loader=_PlainLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        loc = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file)
+        what = exc.problem or exc.context or "invalid YAML"
+        raise YamlProblem(RecipeIssue(loc, "", f"YAML syntax error: {what}")) from None
+    except yaml.YAMLError as exc:
+        raise YamlProblem(RecipeIssue(Location(file), "", f"YAML error: {exc}")) from None
+    if node is None:
+        return None, SourceMap()
+    converter = _Converter(file)
+    value = converter.convert(node, ())
+    return value, converter.source
+
+
+def parse_scalar_text(text: str, where: str) -> Any:
+    """A ``--set`` value: any YAML flow value (scalar, ``[a, b]`` or ``{k: v}``)."""
+    value, _ = load_yaml_text(text, where)
+    return value
