@@ -1,0 +1,210 @@
+"""The ``dlrun`` command line: parses, calls the library, maps errors to exit codes.
+
+Startup stays light: tensorflow, keras and mlflow are imported only by the commands
+that train or build a model, never by ``--help``, ``validate`` or ``show --no-model``.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, List, Optional
+
+import typer
+
+from dlrun.errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, DlrunError, RecipeError
+
+app = typer.Typer(
+    name="dlrun",
+    help="Run deep-learning experiments declared as YAML recipes (Keras 3 on TensorFlow, tracked in MLflow).",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+EXIT_TERMINATED = 143
+
+SetOption = typer.Option(
+    None, "--set", "-s", metavar="KEY=VALUE",
+    help="Override a recipe value, e.g. [cyan]--set fit.epochs=4[/]; VALUE is read as YAML. Repeatable.",
+)
+OutputOption = typer.Option(
+    Path("artifacts"), "--output-root", "-o", envvar="DLRUN_OUTPUT_ROOT",
+    help="Where run directories and the embedded MLflow store go.",
+)
+TrackingOption = typer.Option(
+    None, "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else SQLite under the output root)."
+)
+SeedOption = typer.Option(None, "--seed", help="Random seed (overrides the recipe's 'seed').")
+JsonOption = typer.Option(False, "--json", help="Print one JSON summary on stdout (progress goes to stderr).")
+QuietOption = typer.Option(False, "--quiet", "-q", help="Print nothing but errors (and --json).")
+DebugOption = typer.Option(False, "--debug", help="Show Python tracebacks on errors.")
+
+
+def _err(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+@contextmanager
+def _user_errors(debug: bool) -> Iterator[None]:
+    """Map every failure to one clear message and an exit code; tracebacks only with --debug."""
+    from dlrun.train.runner import RunInterrupted
+
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except RecipeError as exc:
+        if debug:
+            traceback.print_exc()
+        n = len(exc.issues)
+        _err(f"{exc}\n{n} problem{'s' if n != 1 else ''} in the recipe; nothing was run.")
+        raise typer.Exit(EXIT_USAGE) from None
+    except DlrunError as exc:
+        if debug:
+            traceback.print_exc()
+        _err(f"error: {exc}")
+        raise typer.Exit(exc.exit_code) from None
+    except RunInterrupted as exc:
+        _err(f"dlrun: {exc}")
+        raise typer.Exit(EXIT_TERMINATED if exc.signal_name == "SIGTERM" else EXIT_INTERRUPTED) from None
+    except KeyboardInterrupt:
+        _err("dlrun: interrupted")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except Exception as exc:  # noqa: BLE001 - the last line of defence for users
+        if debug:
+            traceback.print_exc()
+        _err(f"error: {type(exc).__name__}: {exc}\n(run again with --debug for the traceback)")
+        raise typer.Exit(EXIT_RUNTIME) from None
+
+
+class _Terminated(KeyboardInterrupt):
+    signal_name = "SIGTERM"
+
+
+def _raise_terminated(signum, frame):  # noqa: ARG001
+    raise _Terminated()
+
+
+def _load(recipe: Path, overrides: list[str]):
+    from dlrun.recipe.loading import load_recipe
+
+    return load_recipe(recipe, overrides)
+
+
+def _run(recipe: Path, overrides: list[str], output_root: Path, tracking_uri, json_out: bool, quiet: bool, debug: bool):
+    with _user_errors(debug):
+        loaded = _load(recipe, overrides)
+        from dlrun.report import make_reporter
+        from dlrun.train.runner import run_recipe
+
+        signal.signal(signal.SIGTERM, _raise_terminated)
+        reporter = make_reporter(quiet=quiet, json_mode=json_out)
+        summary = run_recipe(
+            loaded, output_root=output_root, tracking_uri=tracking_uri, reporter=reporter,
+            command=["dlrun", *sys.argv[1:]],
+        )
+        if json_out:
+            print(json.dumps(summary.to_dict()), flush=True)
+
+
+def _seed_override(seed: Optional[int]) -> list[str]:
+    return [f"seed={seed}"] if seed is not None else []
+
+
+@app.command()
+def train(
+    recipe: Path = typer.Argument(..., help="Recipe YAML file."),
+    set_: Optional[List[str]] = SetOption,
+    output_root: Path = OutputOption,
+    tracking_uri: Optional[str] = TrackingOption,
+    seed: Optional[int] = SeedOption,
+    json_out: bool = JsonOption,
+    quiet: bool = QuietOption,
+    debug: bool = DebugOption,
+) -> None:
+    """Train a recipe under its evaluation protocol (hold-out unless the recipe says otherwise)."""
+    _run(recipe, [*(set_ or []), *_seed_override(seed)], output_root, tracking_uri, json_out, quiet, debug)
+
+
+@app.command()
+def kfold(
+    recipe: Path = typer.Argument(..., help="Recipe YAML file."),
+    k: Optional[int] = typer.Option(None, "--k", "-k", help="Number of folds (default: the recipe's, else 5)."),
+    repeats: Optional[int] = typer.Option(None, "--repeats", help="Iterated K-fold: repeat with reshuffling."),
+    refit: Optional[bool] = typer.Option(None, "--refit/--no-refit", help="Train a final model for the best epoch and test it."),
+    set_: Optional[List[str]] = SetOption,
+    output_root: Path = OutputOption,
+    tracking_uri: Optional[str] = TrackingOption,
+    seed: Optional[int] = SeedOption,
+    json_out: bool = JsonOption,
+    quiet: bool = QuietOption,
+    debug: bool = DebugOption,
+) -> None:
+    """Evaluate any recipe with K-fold cross-validation (one nested MLflow run per fold)."""
+    extra = ["evaluation.protocol=kfold"]
+    with _user_errors(debug):
+        current = _load(recipe, set_ or []).resolved["evaluation"]
+        if current.get("protocol") != "kfold":
+            extra = ["evaluation={protocol: kfold}"]
+    for key, value in (("k", k), ("repeats", repeats), ("refit", refit)):
+        if value is not None:
+            extra.append(f"evaluation.{key}={str(value).lower()}")
+    _run(recipe, [*(set_ or []), *extra, *_seed_override(seed)], output_root, tracking_uri, json_out, quiet, debug)
+
+
+@app.command()
+def validate(
+    recipes: List[Path] = typer.Argument(..., help="Recipe YAML files."),
+    set_: Optional[List[str]] = SetOption,
+    quiet: bool = QuietOption,
+    debug: bool = DebugOption,
+) -> None:
+    """Check recipes without running them (structure, types, Keras names and arguments, files)."""
+    from dlrun.recipe.loading import load_recipe
+
+    failed = 0
+    for path in recipes:
+        try:
+            load_recipe(path, set_ or [])
+        except RecipeError as exc:
+            failed += 1
+            if debug:
+                traceback.print_exc()
+            _err(str(exc))
+            continue
+        if not quiet:
+            print(f"ok: {path}")
+    if failed:
+        _err(f"{failed} of {len(recipes)} recipe{'s' if len(recipes) != 1 else ''} invalid.")
+        raise typer.Exit(EXIT_USAGE)
+
+
+@app.command()
+def show(
+    recipe: Path = typer.Argument(..., help="Recipe YAML file."),
+    set_: Optional[List[str]] = SetOption,
+    model: bool = typer.Option(True, "--model/--no-model", help="Also build the model and print its summary."),
+    debug: bool = DebugOption,
+) -> None:
+    """Print the resolved recipe (defaults filled in, extends and --set applied) and the model summary."""
+    with _user_errors(debug):
+        loaded = _load(recipe, set_ or [])
+        from dlrun.show import print_model_summary, print_resolved
+
+        print_resolved(loaded)
+        if model:
+            print_model_summary(loaded)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Recipe model and compile sections → a compiled ``keras.Model``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dlrun.errors import ModelBuildError
+from dlrun.recipe.schema import CompileSpec, KerasObject, SequentialModel
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0] if len(text) > 400 else " ".join(text.split())
+
+
+def _instantiate_layer(layer_spec: KerasObject, index: int):
+    import keras
+
+    cls = getattr(keras.layers, layer_spec.name, None)
+    if cls is None:  # the recipe validator normally catches this first
+        raise ModelBuildError(f"model.layers[{index}]: unknown layer '{layer_spec.name}'")
+    try:
+        return cls(**layer_spec.args)
+    except Exception as exc:  # noqa: BLE001 - Keras raises many types for bad arguments
+        raise ModelBuildError(f"model.layers[{index}] ({layer_spec.name}): {_first_line(exc)}") from exc
+
+
+def build_model(spec: SequentialModel, input_shape: tuple, name: str = "model", input_dtype: str = "float32"):
+    """A ``keras.Sequential`` whose input shape comes from the data unless the recipe gives one.
+
+    Layers are added one at a time so a shape mismatch names the layer that caused it.
+    """
+    import keras
+
+    shape = tuple(spec.input_shape) if spec.input_shape is not None else tuple(input_shape)
+    model = keras.Sequential(name=_safe_model_name(name))
+    model.add(keras.Input(shape=shape, dtype=input_dtype))
+    for index, layer_spec in enumerate(spec.layers):
+        layer = _instantiate_layer(layer_spec, index)
+        try:
+            model.add(layer)
+        except Exception as exc:  # noqa: BLE001
+            raise ModelBuildError(
+                f"model.layers[{index}] ({layer_spec.name}) does not fit its input of shape "
+                f"{_shape_text(model)}: {_first_line(exc)}"
+            ) from exc
+    return model
+
+
+def _shape_text(model) -> str:
+    try:
+        return str(tuple(model.outputs[0].shape))
+    except Exception:  # noqa: BLE001
+        return "unknown"
+
+
+def _safe_model_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c == "_" else "_" for c in name) or "model"
+
+
+def make_object(kind: str, spec: KerasObject) -> Any:
+    """An optimizer, loss or metric from its recipe form (string names pass through Keras' own lookup)."""
+    import keras
+
+    module = {"optimizer": keras.optimizers, "loss": keras.losses, "metric": keras.metrics}[kind]
+    try:
+        if kind == "optimizer":
+            return keras.optimizers.get({"class_name": spec.name, "config": dict(spec.args)})
+        if not spec.args:
+            return spec.name  # 'accuracy', 'mse', 'binary_crossentropy': compile resolves these
+        return getattr(module, spec.name)(**spec.args)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelBuildError(f"compile.{kind} {spec.name}: {_first_line(exc)}") from exc
+
+
+def compile_model(model, spec: CompileSpec) -> None:
+    # Keyword arguments only: Keras 3's third positional argument is loss_weights.
+    model.compile(
+        optimizer=make_object("optimizer", spec.optimizer),
+        loss=make_object("loss", spec.loss),
+        metrics=[make_object("metric", m) for m in spec.metrics],
+    )
+
+
+def check_data_fits(model, x, y) -> None:
+    """Run one tiny batch through the compiled model so a data/model mismatch is reported
+    before any training starts, in the user's terms."""
+    sample = min(2, len(x))
+    try:
+        model.test_on_batch(x[:sample], y[:sample])
+    except Exception as exc:  # noqa: BLE001
+        out_shape = _shape_text(model)
+        raise ModelBuildError(
+            f"the data does not fit the model: inputs {tuple(x.shape[1:])}, targets "
+            f"{tuple(getattr(y, 'shape', (len(y),))[1:])}, model output {out_shape} — "
+            f"{_first_line(exc)}. Check the last layer's units, the loss and the preprocessing "
+            f"(e.g. one_hot for categorical_crossentropy, none for sparse_categorical_crossentropy)."
+        ) from exc

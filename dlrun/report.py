@@ -1,0 +1,126 @@
+"""What a run prints while it works: rich on a terminal, one plain line per epoch otherwise.
+
+Keras' own progress bar is off (``verbose=0``); these reporters are the only output.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import IO, Any
+
+
+def format_metrics(logs: dict[str, float], keys: list[str] | None = None) -> str:
+    keys = keys if keys is not None else [k for k in logs if k != "learning_rate"]
+    return " ".join(f"{k}={logs[k]:.4g}" for k in keys if k in logs)
+
+
+class Reporter:
+    """Silent base: every hook is a no-op (``--quiet``)."""
+
+    def run_started(self, info: dict[str, Any]) -> None: ...
+
+    def job_started(self, job: str, epochs: int) -> None: ...
+
+    def epoch(self, job: str, epoch: int, epochs: int, logs: dict[str, float], seconds: float) -> None: ...
+
+    def job_finished(self, job: str, metrics: dict[str, float]) -> None: ...
+
+    def note(self, text: str) -> None: ...
+
+    def run_finished(self, summary: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class PlainReporter(Reporter):
+    """Batch logs: one line per event, no control characters, flushed at once."""
+
+    def __init__(self, stream: IO[str] | None = None):
+        self.stream = stream or sys.stdout
+
+    def _line(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def run_started(self, info):
+        self._line(f"dlrun: {info['protocol']} run of '{info['recipe']}' → {info['run_dir']}")
+
+    def epoch(self, job, epoch, epochs, logs, seconds):
+        self._line(f"[{job}] epoch {epoch}/{epochs} {format_metrics(logs)} ({seconds:.2f}s)")
+
+    def job_finished(self, job, metrics):
+        if metrics:
+            self._line(f"[{job}] done: {format_metrics(metrics)}")
+
+    def note(self, text):
+        self._line(f"dlrun: {text}")
+
+    def run_finished(self, summary):
+        self._line(f"dlrun: {summary['status']} run {summary['run_id']} in {summary['run_dir']}")
+        if summary.get("metrics"):
+            self._line("dlrun: " + format_metrics(summary["metrics"]))
+
+
+class RichReporter(Reporter):
+    """A terminal: a progress bar per job with the latest metrics, a table at the end."""
+
+    def __init__(self, console=None):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = console or Console()
+        self.progress = Progress(
+            TextColumn("[bold]{task.fields[job]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[metrics]}"),
+            console=self.console,
+            transient=False,
+        )
+        self.tasks: dict[str, Any] = {}
+        self.progress.start()
+
+    def run_started(self, info):
+        self.console.print(f"[bold]dlrun[/] {info['protocol']} · {info['recipe']} · {info['run_dir']}")
+
+    def job_started(self, job, epochs):
+        self.tasks[job] = self.progress.add_task("", total=epochs, job=job, metrics="")
+
+    def epoch(self, job, epoch, epochs, logs, seconds):
+        if job not in self.tasks:
+            self.job_started(job, epochs)
+        self.progress.update(self.tasks[job], completed=epoch, total=epochs, metrics=format_metrics(logs))
+
+    def job_finished(self, job, metrics):
+        if job in self.tasks:  # early stopping ends a bar before its total
+            task = self.progress.tasks[self.tasks[job]]
+            self.progress.update(self.tasks[job], total=task.completed)
+
+    def note(self, text):
+        self.console.print(f"[dim]{text}[/]")
+
+    def run_finished(self, summary):
+        from rich.table import Table
+
+        self.progress.stop()
+        table = Table(title=f"{summary['recipe']} — {summary['status']}")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for key, value in summary.get("metrics", {}).items():
+            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+        self.console.print(table)
+        self.console.print(f"run [bold]{summary['run_id']}[/] · {summary['run_dir']}")
+
+    def close(self):
+        self.progress.stop()
+
+
+def make_reporter(*, quiet: bool, json_mode: bool) -> Reporter:
+    """--quiet: nothing; --json: plain lines on stderr (stdout is the JSON); a TTY: rich."""
+    if quiet:
+        return Reporter()
+    if json_mode:
+        return PlainReporter(sys.stderr)
+    if sys.stdout.isatty():
+        return RichReporter()
+    return PlainReporter(sys.stdout)

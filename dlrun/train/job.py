@@ -1,0 +1,103 @@
+"""One training job: fit transforms on the training part → build → compile → fit → evaluate.
+
+A job is one split of one run (the hold-out split, or one K-fold fold). It writes its
+history epoch by epoch, so an interrupted job keeps what it did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from dlrun.data.dataset import Dataset
+from dlrun.data.splits import Split
+from dlrun.data.transforms import fit_pipeline
+from dlrun.recipe.schema import Recipe
+
+
+@dataclass
+class JobResult:
+    name: str
+    history: dict[str, list[float]]
+    metrics: dict[str, float]  # final evaluations: val_<m>, test_<m>
+    epochs_run: int
+    model: Any = field(repr=False, default=None)
+
+
+@dataclass
+class JobContext:
+    """What a job needs besides its split: where to write and whom to tell."""
+
+    recipe: Recipe
+    dataset: Dataset
+    run_dir: Any  # dlrun.track.rundir.RunDir
+    tracked: Any  # dlrun.track.mlflow_store.TrackedRun | None
+    reporter: Any  # dlrun.report.Reporter
+    log_model: bool = True
+    on_model_built: Callable[[Any], None] | None = None
+
+
+def _evaluate(model, x, y, batch_size: int, prefix: str) -> dict[str, float]:
+    values = model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
+    return {f"{prefix}{k}": float(v) for k, v in values.items()}
+
+
+def run_job(ctx: JobContext, split: Split, *, epochs: int | None = None, evaluate_test: bool = True) -> JobResult:
+    from dlrun.model.builder import build_model, check_data_fits, compile_model
+    from dlrun.track.plots import plot_history
+    from dlrun.train.callbacks import build_callbacks, epoch_recorder
+
+    recipe, ds, run_dir = ctx.recipe, ctx.dataset, ctx.run_dir
+    x_train, y_train = ds.x_train[split.train], ds.y_train[split.train]
+    pipeline = fit_pipeline(recipe.preprocessing, x_train, y_train)  # training part only
+    x_train, y_train = pipeline.apply(x_train, y_train)
+    validation = None
+    if split.validation is not None:
+        validation = pipeline.apply(ds.x_train[split.validation], ds.y_train[split.validation])
+    test = None
+    if evaluate_test and ds.x_test is not None:
+        test = pipeline.apply(ds.x_test, ds.y_test)
+    run_dir.write_json("preprocessing.json", pipeline.state())
+
+    input_dtype = "int32" if np.issubdtype(np.asarray(x_train).dtype, np.integer) else "float32"
+    model = build_model(recipe.model, x_train.shape[1:], name=recipe.name, input_dtype=input_dtype)
+    compile_model(model, recipe.compile)
+    check_data_fits(model, x_train, y_train)
+    if ctx.on_model_built:
+        ctx.on_model_built(model)
+
+    epochs = epochs or recipe.fit.epochs
+
+    def on_epoch(job, epoch, total, logs, seconds):
+        run_dir.append_history(epoch, logs)
+        if ctx.tracked is not None:
+            ctx.tracked.log_epoch(logs, step=epoch)
+        ctx.reporter.epoch(job, epoch, total, logs, seconds)
+
+    ctx.reporter.job_started(split.name, epochs)
+    callbacks = [epoch_recorder(split.name, epochs, on_epoch)] + build_callbacks(recipe.fit.callbacks, run_dir.path)
+    history = model.fit(
+        x_train,
+        y_train,
+        batch_size=recipe.fit.batch_size,
+        epochs=epochs,
+        shuffle=recipe.fit.shuffle,
+        validation_data=validation,
+        callbacks=callbacks,
+        verbose=0,
+    ).history
+
+    metrics: dict[str, float] = {}
+    if validation is not None:
+        metrics.update(_evaluate(model, *validation, recipe.fit.batch_size, "val_"))
+    if test is not None:
+        metrics.update(_evaluate(model, *test, recipe.fit.batch_size, "test_"))
+    history = {k: [float(v) for v in vals] for k, vals in history.items()}
+    run_dir.write_json("metrics.json", metrics)
+    if ctx.log_model:
+        model.save(run_dir.file("model.keras"))
+    plot_history(history, run_dir.file("learning_curves.png"), title=f"{recipe.name} — {split.name}")
+    ctx.reporter.job_finished(split.name, metrics)
+    return JobResult(split.name, history, metrics, len(next(iter(history.values()), [])), model)

@@ -1,0 +1,152 @@
+"""Run a loaded recipe under its protocol: data → run directory + MLflow run → protocol → summary.
+
+Bad input (data, model shape) is found before the MLflow run is marked as training; a
+failure or interruption marks the run FAILED or KILLED in MLflow and in ``run.json``,
+and the run directory keeps what was done.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dlrun.recipe.loading import LoadedRecipe
+
+
+@dataclass
+class RunSummary:
+    run_id: str | None
+    run_dir: str
+    experiment: str
+    recipe: str
+    protocol: str
+    status: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    tracking_uri: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class RunInterrupted(Exception):
+    """Ctrl-C or SIGTERM during a run; the run is marked KILLED."""
+
+    def __init__(self, summary: RunSummary, signal_name: str = "SIGINT"):
+        super().__init__(f"interrupted ({signal_name}); run {summary.run_id} marked KILLED in {summary.run_dir}")
+        self.summary = summary
+        self.signal_name = signal_name
+
+
+def configure_runtime(seed: int) -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    keras.utils.set_random_seed(seed)
+
+
+def run_recipe(
+    loaded: LoadedRecipe,
+    *,
+    output_root: Path,
+    tracking_uri: str | None = None,
+    reporter=None,
+    command: list[str] | None = None,
+    track: bool = True,
+) -> RunSummary:
+    from dlrun.data.sources import load_dataset
+    from dlrun.data.splits import apply_test_split
+    from dlrun.report import Reporter
+    from dlrun.track.rundir import RunDir, environment_info
+    from dlrun.train.protocols import PROTOCOLS, ProtocolContext
+
+    recipe = loaded.recipe
+    reporter = reporter or Reporter()
+    output_root = Path(output_root).resolve()
+    experiment = recipe.tracking.experiment or recipe.name
+
+    dataset = load_dataset(recipe.data, loaded.base_dir)  # DataError before anything is created
+    dataset = apply_test_split(dataset, recipe.data.split, recipe.seed)
+    configure_runtime(recipe.seed)
+
+    run_dir = RunDir.create(output_root, experiment, recipe.tracking.run_name)
+    run_dir.write_yaml("recipe.yaml", loaded.resolved)
+    run_dir.write_text("command.txt", " ".join(command or sys.argv) + "\n")
+    run_dir.write_json("environment.json", environment_info())
+    run_dir.write_json("data.json", _jsonable(dataset.info))
+
+    tracker = tracked = None
+    uri = None
+    if track:
+        from dlrun.track.mlflow_store import Tracker, flatten_params, resolve_tracking_uri
+
+        uri = resolve_tracking_uri(tracking_uri, output_root)
+        tracker = Tracker(uri, experiment, output_root)
+        tags = {
+            "dlrun.recipe": recipe.name,
+            "dlrun.recipe_file": str(loaded.path),
+            "dlrun.protocol": recipe.evaluation.protocol,
+            "dlrun.run_dir": str(run_dir.path),
+            **recipe.tracking.tags,
+        }
+        tracked = tracker.start_run(recipe.tracking.run_name, tags)
+        tracked.log_params(flatten_params(loaded.resolved))
+    summary = RunSummary(
+        getattr(tracked, "run_id", None), str(run_dir.path), experiment, recipe.name,
+        recipe.evaluation.protocol, "RUNNING", tracking_uri=uri,
+    )
+    run_dir.write_status("RUNNING", mlflow_run_id=summary.run_id, tracking_uri=uri, seed=recipe.seed)
+    reporter.run_started({"protocol": summary.protocol, "recipe": recipe.name, "run_dir": summary.run_dir})
+
+    ctx = ProtocolContext(recipe, dataset, run_dir, tracker, tracked, reporter)
+    try:
+        summary.metrics = PROTOCOLS[recipe.evaluation.protocol](ctx)
+    except KeyboardInterrupt as exc:
+        _finish(summary, run_dir, tracked, "KILLED", f"interrupted ({_signal_name(exc)})")
+        reporter.close()
+        raise RunInterrupted(summary, _signal_name(exc)) from None
+    except BaseException as exc:
+        _finish(summary, run_dir, tracked, "FAILED", f"{type(exc).__name__}: {exc}")
+        reporter.close()
+        raise
+    run_dir.write_json("summary.json", summary.metrics)
+    _finish(summary, run_dir, tracked, "FINISHED", None)
+    reporter.run_finished(summary.to_dict())
+    return summary
+
+
+def _signal_name(exc: BaseException) -> str:
+    return getattr(exc, "signal_name", "SIGINT")
+
+
+def _finish(summary: RunSummary, run_dir, tracked, status: str, error: str | None) -> None:
+    summary.status = status
+    run_dir.write_status(status, error=error, metrics=summary.metrics)
+    if tracked is None:
+        return
+    try:
+        for entry in sorted(run_dir.path.iterdir()):
+            if entry.name == "folds":
+                continue  # each fold's files are its own child run's artifacts
+            if entry.is_dir():
+                tracked.log_artifacts(entry, entry.name)
+            else:
+                tracked.log_artifact(entry)
+    finally:
+        tracked.end(status, error)
+
+
+def _jsonable(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist() if obj.size <= 10_000 else f"<array {obj.shape}>"
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
