@@ -1,0 +1,236 @@
+"""Recipe loading: YAML 1.2 values, located errors with suggestions, extends, --set."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from dlrun.errors import RecipeError
+from dlrun.recipe.loading import load_recipe, parse_dotted
+
+GOOD = """\
+name: tiny
+data:
+  source: embedded
+  name: iris
+  split:
+    test: {fraction: 0.2}
+    validation: {fraction: 0.2}
+preprocessing:
+  - {transform: standardize}
+  - {transform: one_hot}
+model:
+  layers:
+    - Dense: {units: 8, activation: relu}
+    - Dense: {units: 3, activation: softmax}
+compile:
+  optimizer: {RMSprop: {learning_rate: 1e-3}}
+  loss: categorical_crossentropy
+  metrics: [accuracy]
+fit:
+  epochs: 2
+  batch_size: 16
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "r.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def errors_of(path: Path, overrides=()) -> list[str]:
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path, overrides)
+    return [str(i) for i in info.value.issues]
+
+
+def replace(text: str, old: str, new: str) -> str:
+    assert old in text, old
+    return text.replace(old, new)
+
+
+def test_good_recipe_loads_with_yaml_1_2_numbers(tmp_path):
+    loaded = load_recipe(write(tmp_path, GOOD))
+    assert loaded.recipe.compile.optimizer.args["learning_rate"] == pytest.approx(1e-3)
+    assert isinstance(loaded.recipe.compile.optimizer.args["learning_rate"], float)
+    assert loaded.resolved["fit"]["epochs"] == 2
+    assert loaded.resolved["evaluation"] == {"protocol": "holdout"}  # defaults filled in
+
+
+def test_name_defaults_to_file_stem(tmp_path):
+    loaded = load_recipe(write(tmp_path, GOOD.replace("name: tiny\n", ""), "my_exp.yaml"))
+    assert loaded.recipe.name == "my_exp"
+
+
+def test_yes_no_on_off_stay_strings(tmp_path):
+    # YAML 1.1 would read 'no' as False; as a run name it must stay the text 'no'.
+    loaded = load_recipe(write(tmp_path, GOOD + "tracking: {run_name: no, tags: {flag: on}}\n"))
+    assert loaded.recipe.tracking.run_name == "no"
+    assert loaded.recipe.tracking.tags == {"flag": "on"}
+
+
+@pytest.mark.parametrize(
+    "old, new, expected",
+    [
+        # typo'd key
+        ("fit:\n  epochs", "fit:\n  epoch", "r.yaml:20:3: fit.epoch: unknown key 'epoch' — did you mean 'epochs'?"),
+        # wrong type
+        ("epochs: 2", "epochs: two", "r.yaml:20:11: fit.epochs: input should be a valid integer"),
+        # unknown layer
+        ("- Dense: {units: 8", "- Dens: {units: 8", "r.yaml:13:7: model.layers[0].Dens: unknown layer 'Dens' — did you mean 'Dense'?"),
+        # unknown layer argument
+        ("{units: 8,", "{unit: 8,", "model.layers[0].Dense.unit: Dense has no argument 'unit' — did you mean 'units'?"),
+        # bad optimizer
+        ("{RMSprop: {learning_rate", "{RMSpropp: {learning_rate", "r.yaml:16:15: compile.optimizer.RMSpropp: unknown optimizer 'RMSpropp' — did you mean 'RMSprop'?"),
+        # Keras 2 argument name
+        ("learning_rate: 1e-3", "lr: 1e-3", "RMSprop has no argument 'lr' — Keras 3 calls it 'learning_rate'"),
+        # unknown loss
+        ("loss: categorical_crossentropy", "loss: categorical_crosentropy", "compile.loss: unknown loss 'categorical_crosentropy' — did you mean 'categorical_crossentropy'?"),
+        # unknown metric
+        ("metrics: [accuracy]", "metrics: [acuracy]", "compile.metrics[0]: unknown metric 'acuracy' — did you mean 'accuracy'?"),
+        # unknown activation
+        ("activation: softmax", "activation: sofmax", "unknown activation 'sofmax' — did you mean 'softmax'?"),
+        # unknown data source
+        ("source: embedded", "source: embeded", "r.yaml:3:11: data.source: unknown source 'embeded' — did you mean 'embedded'?"),
+        # unknown transform
+        ("{transform: standardize}", "{transform: standardise}", "preprocessing[0].transform: unknown transform 'standardise' — did you mean 'standardize'?"),
+        # bad literal value
+        ("name: iris", "name: irs", "data.name: input should be 'digits', 'iris'"),
+        # out-of-range number
+        ("batch_size: 16", "batch_size: 0", "fit.batch_size: input should be greater than or equal to 1 (got 0)"),
+        # a Keras object written as a two-key mapping
+        ("- Dense: {units: 3, activation: softmax}", "- {Dense: {units: 3}, Flatten: {}}", "model.layers[1]: write a Keras object as a name"),
+        # a required layer argument missing
+        ("- Dense: {units: 8, activation: relu}", "- Dense: {activation: relu}", "model.layers[0].Dense: Dense needs the argument 'units'"),
+    ],
+)
+def test_typical_mistakes_are_located_with_suggestions(tmp_path, old, new, expected):
+    path = write(tmp_path, replace(GOOD, old, new))
+    messages = errors_of(path)
+    assert any(expected in m for m in messages), messages
+    assert all(m.startswith(str(path)) for m in messages)
+
+
+def test_missing_section(tmp_path):
+    text = GOOD[: GOOD.index("compile:")] + GOOD[GOOD.index("fit:"):]
+    messages = errors_of(write(tmp_path, text))
+    assert messages == [f"{tmp_path / 'r.yaml'}:1:1: missing required key 'compile'"]
+
+
+def test_yaml_syntax_error_is_located(tmp_path):
+    messages = errors_of(write(tmp_path, GOOD.replace("metrics: [accuracy]", "metrics: [accuracy")))
+    assert len(messages) == 1 and "YAML syntax error" in messages[0]
+    assert ":18:" in messages[0] or ":19:" in messages[0]
+
+
+def test_every_error_reported_at_once(tmp_path):
+    text = GOOD.replace("epochs: 2", "epochs: x").replace("{units: 8,", "{unit: 8,").replace("fit:", "fitt:")
+    messages = errors_of(write(tmp_path, text))
+    assert len(messages) >= 2
+    assert any("unknown key 'fitt'" in m for m in messages)
+    assert any("'unit'" in m for m in messages)
+
+
+@pytest.mark.parametrize(
+    "snippet, expected",
+    [
+        ("seed: !!python/object/apply:os.system ['true']\n", "YAML tag '!!python/object/apply:os.system' is not allowed"),
+        ("seed: 1\nseed: 2\n", "duplicate key 'seed'"),
+        ("x: &a {y: 1}\n<<: *a\n", "merge keys"),
+    ],
+)
+def test_hostile_yaml_is_refused(tmp_path, snippet, expected):
+    messages = errors_of(write(tmp_path, GOOD + snippet))
+    assert any(expected in m for m in messages), messages
+
+
+def test_alias_bomb_is_refused(tmp_path):
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [*a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}]" for i in range(1, 8)]
+    messages = errors_of(write(tmp_path, GOOD + "\n".join(lines) + "\n"))
+    assert any("alias bomb" in m for m in messages)
+
+
+def test_missing_file_and_non_mapping(tmp_path):
+    assert "no such recipe file" in errors_of(tmp_path / "nope.yaml")[0]
+    assert "a recipe must be a YAML mapping" in errors_of(write(tmp_path, "- a\n- b\n"))[0]
+
+
+def test_missing_data_file_is_a_recipe_error(tmp_path):
+    text = GOOD.replace("source: embedded\n  name: iris", "source: npz\n  path: data/missing.npz")
+    messages = errors_of(write(tmp_path, text))
+    assert any("data.path: no such file" in m and "missing.npz" in m for m in messages)
+
+
+# ---------------------------------------------------------------- --set
+
+
+def test_set_overrides_values_and_parses_yaml(tmp_path):
+    path = write(tmp_path, GOOD)
+    loaded = load_recipe(
+        path,
+        ["fit.epochs=7", "compile.optimizer.RMSprop.learning_rate=5e-4", "model.layers[0].Dense.units=32",
+         "tracking.tags={team: vision}", "data.split.validation=none"],
+    )
+    assert loaded.recipe.fit.epochs == 7
+    assert loaded.recipe.compile.optimizer.args["learning_rate"] == pytest.approx(5e-4)
+    assert loaded.recipe.model.layers[0].args["units"] == 32
+    assert loaded.recipe.tracking.tags == {"team": "vision"}
+    assert loaded.resolved["data"]["split"]["validation"] == "none"
+    assert loaded.overrides[0] == "fit.epochs=7"
+
+
+def test_set_errors_name_the_argument(tmp_path):
+    path = write(tmp_path, GOOD)
+    (message,) = errors_of(path, ["fit.epochs=abc"])
+    assert message.startswith("--set #1 'fit.epochs=abc': fit.epochs: input should be a valid integer")
+    assert "expected --set dotted.key=value" in errors_of(path, ["fit.epochs"])[0]
+    assert "no such list item" in errors_of(path, ["model.layers[9].Dense.units=3"])[0]
+    assert "unknown key 'epoch'" in errors_of(path, ["fit.epoch=3"])[0]
+
+
+def test_parse_dotted():
+    assert parse_dotted("a.b[2].c") == ("a", "b", 2, "c")
+    assert parse_dotted("a.b.2.c") == ("a", "b", 2, "c")
+    for bad in ("", ".a", "a.", "a..b", "a[x]"):
+        assert parse_dotted(bad) is None
+
+
+# ---------------------------------------------------------------- extends
+
+
+def test_extends_deep_merges_and_resolves_relative_paths(tmp_path):
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "recipes").mkdir()
+    write(tmp_path / "configs", "fit: {epochs: 9, batch_size: 64}\ncompile: {metrics: [accuracy, mse]}\n", "base.yaml")
+    child = GOOD.replace("name: tiny\n", "name: tiny\nextends: ../configs/base.yaml\n").replace("  epochs: 2\n", "")
+    loaded = load_recipe(write(tmp_path / "recipes", child))
+    assert loaded.recipe.fit.epochs == 9  # inherited
+    assert loaded.recipe.fit.batch_size == 16  # child wins
+    assert [m.name for m in loaded.recipe.compile.metrics] == ["accuracy"]  # lists are replaced
+    assert loaded.extends == [(tmp_path / "configs" / "base.yaml").resolve()]
+
+
+def test_extends_errors_point_at_the_base_file(tmp_path):
+    write(tmp_path, "fit: {epochs: -3}\n", "base.yaml")
+    child = GOOD.replace("name: tiny\n", "name: tiny\nextends: base.yaml\n").replace("  epochs: 2\n", "")
+    messages = errors_of(write(tmp_path, child))
+    assert any(m.startswith(f"{tmp_path / 'base.yaml'}:1:15: fit.epochs") for m in messages), messages
+
+
+def test_extends_cycle_and_missing_base(tmp_path):
+    write(tmp_path, "extends: b.yaml\n", "a.yaml")
+    write(tmp_path, "extends: a.yaml\n", "b.yaml")
+    assert "extends cycle" in errors_of(tmp_path / "a.yaml")[0]
+    write(tmp_path, "extends: nowhere.yaml\n", "c.yaml")
+    assert "no such file to extend" in errors_of(tmp_path / "c.yaml")[0]
+
+
+def test_book_recipes_validate():
+    recipes = sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml"))
+    assert len(recipes) >= 5
+    for path in recipes:
+        load_recipe(path)
