@@ -7,6 +7,7 @@ that train or build a model, never by ``--help``, ``validate`` or ``show --no-mo
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import traceback
@@ -203,6 +204,9 @@ def show(
 
 
 def main() -> None:
+    # TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notes) is not for users.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     app()
 
 

@@ -9,9 +9,19 @@ import sys
 from typing import IO, Any
 
 
-def format_metrics(logs: dict[str, float], keys: list[str] | None = None) -> str:
-    keys = keys if keys is not None else [k for k in logs if k != "learning_rate"]
-    return " ".join(f"{k}={logs[k]:.4g}" for k in keys if k in logs)
+_PREFIXES = ("val_", "test_")
+
+
+def _metric_order(key: str) -> tuple:
+    """Training, then validation, then test values; loss first in each group."""
+    group = next((i + 1 for i, p in enumerate(_PREFIXES) if key.startswith(p)), 0)
+    name = key[len(_PREFIXES[group - 1]):] if group else key
+    return (group, name != "loss", name)
+
+
+def format_metrics(logs: dict[str, float]) -> str:
+    keys = sorted((k for k in logs if k != "learning_rate"), key=_metric_order)
+    return " ".join(f"{k}={logs[k]:.4g}" if isinstance(logs[k], float) else f"{k}={logs[k]}" for k in keys)
 
 
 class Reporter:

@@ -53,7 +53,9 @@ def _input_shape_from_data(loaded: LoadedRecipe) -> tuple:
 
 def print_model_summary(loaded: LoadedRecipe) -> None:
     from dlrun.model.builder import build_model, compile_model
+    from dlrun.tf_runtime import import_tensorflow_quietly
 
+    import_tensorflow_quietly()
     shape = static_input_shape(loaded.recipe) or _input_shape_from_data(loaded)
     model = build_model(loaded.recipe.model, shape, name=loaded.recipe.name)
     compile_model(model, loaded.recipe.compile)

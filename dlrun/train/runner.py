@@ -7,13 +7,13 @@ and the run directory keeps what was done.
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dlrun.recipe.loading import LoadedRecipe
+from dlrun.tf_runtime import configure_runtime, import_tensorflow_quietly
 
 
 @dataclass
@@ -40,13 +40,6 @@ class RunInterrupted(Exception):
         self.signal_name = signal_name
 
 
-def configure_runtime(seed: int) -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-
-    keras.utils.set_random_seed(seed)
-
-
 def run_recipe(
     loaded: LoadedRecipe,
     *,
@@ -64,6 +57,7 @@ def run_recipe(
 
     recipe = loaded.recipe
     reporter = reporter or Reporter()
+    import_tensorflow_quietly()
     output_root = Path(output_root).resolve()
     experiment = recipe.tracking.experiment or recipe.name
 

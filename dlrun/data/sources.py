@@ -1,0 +1,34 @@
+"""Load the dataset a recipe's ``data`` section names: a registry keyed by ``source``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from dlrun.data.dataset import Dataset, describe
+from dlrun.data.embedded import load_embedded
+from dlrun.data.files import load_csv, load_npz
+from dlrun.data.keras_datasets import load_keras
+
+# Each loader takes (spec, base_dir) and returns the full Dataset; `limit` is applied here.
+SOURCES: dict[str, Callable[..., Dataset]] = {
+    "embedded": load_embedded,
+    "keras": load_keras,
+    "npz": load_npz,
+    "csv": load_csv,
+}
+
+
+def load_dataset(spec, base_dir: Path) -> Dataset:
+    """Load ``spec`` (a ``DataSpec``); relative paths resolve against ``base_dir``, the
+    recipe file's folder. ``spec.limit`` keeps only the first N training samples (the
+    source's own test split is untouched); a limit above the size keeps everything."""
+    ds = SOURCES[spec.source](spec, Path(base_dir))
+    info = {"source": spec.source, "name": ds.name, **ds.info}
+    if spec.limit is not None:
+        info["limit"] = spec.limit
+        info["n_train_before_limit"] = int(len(ds.x_train))
+        ds.x_train, ds.y_train = ds.x_train[: spec.limit], ds.y_train[: spec.limit]
+    info.update(describe(ds))
+    ds.info = info
+    return ds

@@ -1,0 +1,46 @@
+"""Import TensorFlow once, quietly, and seed it.
+
+TensorFlow's C++ start-up writes to file descriptor 2 before its logging is set up
+(CUDA probing, oneDNN notes; TF_CPP_MIN_LOG_LEVEL cannot silence these, see
+tensorflow#100442). Users see them as noise on every command, so the import runs with
+fd 2 pointed at a temporary file that is replayed only if the import fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+
+
+def import_tensorflow_quietly() -> None:
+    if "tensorflow" in sys.modules or os.environ.get("DLRUN_VERBOSE_TF"):
+        import tensorflow  # noqa: F401
+
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def configure_runtime(seed: int) -> None:
+    """Quiet TensorFlow, MLflow's schema notes, and seed Python, NumPy and TensorFlow."""
+    import_tensorflow_quietly()
+    for noisy in ("mlflow", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    import keras
+
+    keras.utils.set_random_seed(seed)

@@ -1,0 +1,161 @@
+"""Training curves as PNG files (the book's Figures 3.7–3.9).
+
+Figures are drawn on matplotlib's Agg canvas directly (``matplotlib.figure.Figure`` +
+``FigureCanvasAgg``), never through pyplot: no window, no global backend switch, so a notebook's
+own backend is left alone and nothing leaks between calls. matplotlib is imported inside the
+functions only.
+
+Keys that are not training metrics — the learning rate Keras logs (``learning_rate``/``lr``)
+when a schedule or ReduceLROnPlateau is used — get their own last panel on a log scale
+instead of being mixed with the metrics.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Mapping, Sequence
+
+_SCHEDULE_KEYS = ("learning_rate", "lr")
+_SKIP_KEYS = ("epoch",)
+
+
+def smooth_curve(points: Sequence[float], factor: float = 0.9) -> list[float]:
+    """Exponential moving average (the book's Listing 3.30).
+
+    Each point becomes ``previous * factor + point * (1 - factor)``; the first is kept.
+    A NaN point repeats the previous smoothed value instead of poisoning the rest.
+    """
+    if not 0.0 <= factor < 1.0:
+        raise ValueError(f"smoothing factor must be in [0, 1), got {factor}")
+    smoothed: list[float] = []
+    for point in points:
+        point = float(point)
+        if smoothed and not math.isnan(smoothed[-1]):
+            previous = smoothed[-1]
+            smoothed.append(previous if math.isnan(point) else previous * factor + point * (1 - factor))
+        else:
+            smoothed.append(point)
+    return smoothed
+
+
+def _panels(keys: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Metric base names (loss first, then first-seen order) and schedule keys present."""
+    bases: list[str] = []
+    schedules: list[str] = []
+    for key in keys:
+        if key in _SKIP_KEYS:
+            continue
+        if key in _SCHEDULE_KEYS:
+            schedules.append(key)
+            continue
+        base = key[4:] if key.startswith("val_") else key
+        if base not in bases:
+            bases.append(base)
+    if "loss" in bases:
+        bases.remove("loss")
+        bases.insert(0, "loss")
+    return bases, schedules
+
+
+def _figure(n_panels: int):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    ncols = min(n_panels, 3) or 1
+    nrows = max(1, math.ceil(n_panels / ncols))
+    fig = Figure(figsize=(4.8 * ncols, 3.6 * nrows), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
+    for extra in axes[n_panels:]:
+        extra.set_visible(False)
+    return fig, axes
+
+
+def _label(base: str) -> str:
+    return base.replace("_", " ")
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=100)
+    return path
+
+
+def plot_history(history: Mapping[str, Sequence[float]], path: Path, title: str) -> Path:
+    """One panel per metric (loss first): training ``x`` as dots, validation ``val_x`` as a
+    line, epochs 1-based. A learning-rate key gets its own log-scale panel. Returns ``path``."""
+    bases, schedules = _panels(list(history))
+    fig, axes = _figure(len(bases) + len(schedules) or 1)
+    for ax, base in zip(axes, bases):
+        for key, style, label in ((base, "o", "Training"), (f"val_{base}", "-", "Validation")):
+            values = history.get(key)
+            if values is None or len(values) == 0:
+                continue
+            epochs = range(1, len(values) + 1)
+            ax.plot(epochs, [float(v) for v in values], style, color="C0", markersize=3, label=label)
+        ax.set_title(f"Training and validation {_label(base)}")
+        ax.set_xlabel("Epochs")
+        ax.set_ylabel(_label(base).capitalize())
+        ax.legend()
+    for ax, key in zip(axes[len(bases):], schedules):
+        values = [float(v) for v in history[key]]
+        ax.plot(range(1, len(values) + 1), values, "-", color="C2")
+        if values and all(v > 0 for v in values if not math.isnan(v)):
+            ax.set_yscale("log")
+        ax.set_title("Learning rate")
+        ax.set_xlabel("Epochs")
+    if not bases and not schedules:
+        axes[0].text(0.5, 0.5, "no epochs recorded", ha="center", va="center")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_kfold_curves(
+    mean: Mapping[str, Sequence[float]],
+    std: Mapping[str, Sequence[float]],
+    path: Path,
+    title: str,
+    best_epoch: int | None = None,
+    smooth: bool = False,
+    *,
+    skip_first: int = 0,
+    factor: float = 0.9,
+) -> Path:
+    """Per-epoch averages over folds with a ±std band (the book's Listing 3.29/Figure 3.9).
+
+    ``mean``/``std`` map history keys (``val_mae``, ``mae``…) to one value per epoch. Each metric
+    gets a panel: validation solid, training dashed, each with its band. ``best_epoch``
+    (1-based) is marked with a vertical line. ``smooth`` applies :func:`smooth_curve` to the
+    mean and to the band edges; ``skip_first`` drops the first epochs from the plot (the book
+    drops 10), keeping the epoch numbers right.
+    """
+    bases, _ = _panels([k for k in mean if k not in _SCHEDULE_KEYS])
+    fig, axes = _figure(len(bases) or 1)
+    for ax, base in zip(axes, bases):
+        for key, style, label in ((f"val_{base}", "-", "Validation"), (base, "--", "Training")):
+            if key not in mean or len(mean[key]) == 0:
+                continue
+            mu = [float(v) for v in mean[key]]
+            sd = [float(v) for v in std.get(key, [0.0] * len(mu))]
+            sd = (sd + [0.0] * len(mu))[: len(mu)]
+            low = [m - s for m, s in zip(mu, sd)]
+            high = [m + s for m, s in zip(mu, sd)]
+            if smooth:
+                mu, low, high = (smooth_curve(c, factor) for c in (mu, low, high))
+            start = min(max(0, skip_first), len(mu))
+            epochs = list(range(start + 1, len(mu) + 1))
+            color = "C0" if key.startswith("val_") else "C1"
+            ax.plot(epochs, mu[start:], style, color=color, label=f"{label} (mean)")
+            ax.fill_between(epochs, low[start:], high[start:], color=color, alpha=0.2, label="± std")
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="C3", linestyle=":", label=f"best epoch {best_epoch}")
+        ax.set_title(f"{_label(base).capitalize()} across folds")
+        ax.set_xlabel("Epochs")
+        ax.set_ylabel(_label(base).capitalize())
+        ax.legend()
+    if not bases:
+        axes[0].text(0.5, 0.5, "no epochs recorded", ha="center", va="center")
+    fig.suptitle(title + (" (smoothed)" if smooth else ""))
+    return _save(fig, path)
