@@ -246,7 +246,7 @@ def test_csv_without_header_or_with_gaps(tmp_path):
     with pytest.raises(DataError, match="looks like data, not a header"):
         load(tmp_path, source="csv", path="raw.csv", target="3")
     write(tmp_path / "gap.csv", "a,b,y\n1,,3\n4,5,6\n")
-    with pytest.raises(DataError, match="column 'b' .* 1 empty or NaN values \\(first on line 2\\)"):
+    with pytest.raises(DataError, match=r"column 'b' .* 1 empty or NaN values \(first on line 2"):
         load(tmp_path, source="csv", path="gap.csv", target="y")
 
 
@@ -290,9 +290,12 @@ def test_keras_offline_explains_a_cached_file_that_keras_removed(monkeypatch, tm
         load(source="keras", name="imdb")
 
 
-def test_keras_path_option_changes_the_cache_file_name():
+def test_keras_path_option_changes_the_cache_file_name(monkeypatch, tmp_path):
     assert keras_datasets.cache_files("mnist", {"path": "m.npz"})[0][0] == "m.npz"
     assert len(keras_datasets.cache_files("fashion_mnist", {})) == 4
+    fake_keras(monkeypatch, tmp_path, offline_load_data)
+    with pytest.raises(DataError, match="data.options.path: 'data/imdb.npz' must be a file name"):
+        load(source="keras", name="imdb", options={"path": "data/imdb.npz"})
 
 
 def test_keras_unknown_option_names_the_accepted_ones(monkeypatch, tmp_path):

@@ -43,12 +43,18 @@ def _log_outputs(tracked, run_dir, model=None) -> None:
         tracked.log_keras_model(model, name="model")
 
 
+def final_metrics(result: JobResult) -> dict[str, float]:
+    """End-of-run evaluations, renamed where they would collide with a per-epoch curve
+    (``val_loss`` at the end → ``final_val_loss``; MLflow keeps one history per name)."""
+    return {f"final_{k}" if k in result.history else k: v for k, v in result.metrics.items()}
+
+
 def run_holdout(ctx: ProtocolContext) -> dict[str, float]:
     recipe = ctx.recipe
     split = holdout_split(len(ctx.dataset.y_train), recipe.data.split.validation, recipe.seed)
     ctx.run_dir.write_json("splits.json", _split_record([split], ctx.dataset))
     result = run_job(ctx.job_context(ctx.run_dir, ctx.tracked), split)
-    summary = dict(result.metrics)
+    summary = final_metrics(result)
     summary.update(_best_epoch(result.history, "val_loss" if "val_loss" in result.history else "loss"))
     summary["epochs_run"] = result.epochs_run
     if ctx.tracked is not None:
@@ -154,7 +160,7 @@ def _run_fold(ctx: ProtocolContext, split: Split) -> JobResult:
         _end(child, fold_dir, "FAILED", f"{type(exc).__name__}: {exc}")
         raise
     if child is not None:
-        child.log_metrics(result.metrics)
+        child.log_metrics(final_metrics(result))
         _log_outputs(child, fold_dir, result.model if ctx.recipe.tracking.log_model else None)
         child.log_artifacts(fold_dir.path)
     _end(child, fold_dir, "FINISHED", None)

@@ -1,0 +1,203 @@
+"""Hold-out and K-fold training on small real data, with the MLflow store read back."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dlrun.errors import ModelBuildError
+from dlrun.recipe.loading import load_recipe
+from dlrun.train.runner import run_recipe
+
+IRIS = """\
+name: iris_holdout
+data:
+  source: embedded
+  name: iris
+  split:
+    test: {fraction: 0.2}
+    validation: {fraction: 0.2}
+preprocessing:
+  - {transform: standardize}
+  - {transform: one_hot}
+model:
+  layers:
+    - Dense: {units: 16, activation: relu}
+    - Dense: {units: 3, activation: softmax}
+compile:
+  optimizer: {Adam: {learning_rate: 1e-2}}
+  loss: categorical_crossentropy
+  metrics: [accuracy]
+fit:
+  epochs: 3
+  batch_size: 16
+tracking:
+  tags: {purpose: test}
+"""
+
+BOSTON_KFOLD = """\
+name: boston_cv
+data:
+  source: embedded
+  name: boston_housing
+preprocessing:
+  - {transform: standardize}
+model:
+  layers:
+    - Dense: {units: 16, activation: relu}
+    - Dense: {units: 1}
+compile:
+  optimizer: rmsprop
+  loss: mse
+  metrics: [mae]
+fit:
+  epochs: 2
+  batch_size: 64
+evaluation:
+  protocol: kfold
+  k: 3
+  shuffle: false
+  monitor: val_mae
+"""
+
+
+def _run(tmp_path: Path, text: str, overrides=()):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(textwrap.dedent(text))
+    return run_recipe(load_recipe(recipe, overrides), output_root=tmp_path / "out", command=["test"])
+
+
+def _client(summary):
+    from mlflow import MlflowClient
+
+    return MlflowClient(summary.tracking_uri)
+
+
+def _artifact_names(client, run_id: str, path: str | None = None) -> set[str]:
+    return {Path(a.path).name for a in client.list_artifacts(run_id, path)}
+
+
+def test_holdout_run_is_tracked_and_self_describing(tmp_path):
+    summary = _run(tmp_path, IRIS)
+    assert summary.status == "FINISHED"
+    assert summary.tracking_uri == f"sqlite:///{(tmp_path / 'out' / 'mlflow.db').resolve()}"
+    assert 0.0 <= summary.metrics["test_accuracy"] <= 1.0
+    assert summary.metrics["epochs_run"] == 3
+
+    client = _client(summary)
+    run = client.get_run(summary.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["fit.epochs"] == "3"
+    assert run.data.params["compile.optimizer.Adam.learning_rate"] == "0.01"
+    assert run.data.tags["purpose"] == "test"
+    assert client.get_experiment(run.info.experiment_id).name == "iris_holdout"
+    history = client.get_metric_history(summary.run_id, "val_loss")
+    assert [m.step for m in history] == [1, 2, 3]
+    assert len(client.get_metric_history(summary.run_id, "accuracy")) == 3
+    assert run.data.metrics["test_accuracy"] == pytest.approx(summary.metrics["test_accuracy"])
+    names = _artifact_names(client, summary.run_id)
+    assert {"recipe.yaml", "model.keras", "history.csv", "learning_curves.png", "environment.json",
+            "splits.json", "preprocessing.json", "run.json", "command.txt"} <= names
+
+    run_dir = Path(summary.run_dir)
+    assert run_dir.is_relative_to((tmp_path / "out").resolve())
+    status = json.loads((run_dir / "run.json").read_text())
+    assert status["status"] == "FINISHED" and status["mlflow_run_id"] == summary.run_id
+    assert (run_dir / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "fit:" in (run_dir / "recipe.yaml").read_text()
+    splits = json.loads((run_dir / "splits.json").read_text())
+    train, val, test = (set(splits["holdout"]["train"]), set(splits["holdout"]["validation"]), splits["test"])
+    assert not train & val and len(train) + len(val) == 120 and len(test) == 30
+
+
+def test_saved_model_reloads_and_matches_reported_test_metric(tmp_path):
+    import keras
+
+    summary = _run(tmp_path, IRIS)
+    model = keras.models.load_model(Path(summary.run_dir) / "model.keras")
+    assert model.output_shape == (None, 3)
+
+
+def test_standardize_is_fitted_on_the_training_part_only(tmp_path):
+    summary = _run(tmp_path, IRIS)
+    run_dir = Path(summary.run_dir)
+    (stats,) = [s for s in json.loads((run_dir / "preprocessing.json").read_text()) if s["transform"] == "standardize"]
+    from sklearn.datasets import load_iris
+
+    x = load_iris().data
+    splits = json.loads((run_dir / "splits.json").read_text())
+    remaining = np.delete(np.arange(len(x)), splits["test"])  # rows left after the test part
+    train_rows = x[remaining][splits["holdout"]["train"]]
+    np.testing.assert_allclose(stats["mean"], train_rows.mean(axis=0), rtol=1e-5)
+    all_rows = x[remaining]
+    assert not np.allclose(stats["mean"], all_rows.mean(axis=0), rtol=1e-6)
+
+
+def test_kfold_nested_runs_aggregates_and_no_leakage(tmp_path):
+    summary = _run(tmp_path, BOSTON_KFOLD)
+    assert summary.status == "FINISHED"
+    for key in ("cv_val_mae_mean", "cv_val_mae_std", "cv_val_loss_mean", "best_epoch"):
+        assert key in summary.metrics, summary.metrics
+
+    client = _client(summary)
+    parent = client.get_run(summary.run_id)
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{summary.run_id}'"
+    )
+    assert len(children) == 3
+    assert {c.info.status for c in children} == {"FINISHED"}
+    fold_maes = [c.data.metrics["final_val_mae"] for c in children]
+    assert summary.metrics["cv_val_mae_mean"] == pytest.approx(np.mean(fold_maes), rel=1e-6)
+    assert summary.metrics["cv_val_mae_std"] == pytest.approx(np.std(fold_maes), rel=1e-6)
+    curve = client.get_metric_history(summary.run_id, "cv_mean_val_mae")
+    assert [m.step for m in curve] == [1, 2]
+    for child in children:
+        assert [m.step for m in client.get_metric_history(child.info.run_id, "val_mae")] == [1, 2]
+        assert "model.keras" in _artifact_names(client, child.info.run_id)
+    assert "kfold_curves.png" in _artifact_names(client, summary.run_id)
+    assert "folds" not in _artifact_names(client, summary.run_id)  # fold files live on the fold runs
+
+    run_dir = Path(summary.run_dir)
+    splits = json.loads((run_dir / "splits.json").read_text())
+    folds = [splits[f"fold_{i}"] for i in (1, 2, 3)]
+    validation_rows = [set(f["validation"]) for f in folds]
+    assert set().union(*validation_rows) == set(range(404))
+    assert sum(len(v) for v in validation_rows) == 404
+    assert sorted(folds[0]["validation"]) == list(range(135))  # unshuffled: the book's partition
+
+    from dlrun.data.sources import load_dataset
+
+    recipe = load_recipe(run_dir / "recipe.yaml").recipe
+    x_train = load_dataset(recipe.data, run_dir).x_train
+    means = []
+    for i, fold in enumerate(folds, start=1):
+        (stats,) = json.loads((run_dir / "folds" / f"fold_{i}" / "preprocessing.json").read_text())
+        np.testing.assert_allclose(stats["mean"], x_train[fold["train"]].mean(axis=0), rtol=1e-5)
+        means.append(stats["mean"])
+    assert not np.allclose(means[0], means[1])  # refitted per fold
+
+
+def test_kfold_refit_trains_final_model_for_best_epoch(tmp_path):
+    summary = _run(tmp_path, BOSTON_KFOLD, ["evaluation.refit=true", "evaluation.k=2"])
+    assert "final_test_mae" in summary.metrics
+    final_history = (Path(summary.run_dir) / "final" / "history.csv").read_text().strip().splitlines()
+    assert len(final_history) - 1 == summary.metrics["best_epoch"]
+
+
+def test_a_model_that_does_not_fit_the_data_fails_before_training(tmp_path):
+    bad = IRIS.replace("Dense: {units: 3, activation: softmax}", "Dense: {units: 5, activation: softmax}")
+    with pytest.raises(ModelBuildError, match="the data does not fit the model"):
+        _run(tmp_path, bad)
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("iris_holdout").experiment_id])
+    assert run.info.status == "FAILED"
+    assert "does not fit" in run.data.tags["dlrun.error"]
+    run_dir = Path(run.data.tags["dlrun.run_dir"])
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "FAILED"
+    assert not (run_dir / "history.csv").exists()  # nothing was trained
