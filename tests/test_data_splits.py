@@ -92,8 +92,7 @@ def test_test_part_is_taken_out_of_the_training_data():
     ds = apply_test_split(small_dataset(), SplitSpec(test=part(last=3)), seed=0)
     assert ds.y_train.tolist() == list(range(7)) and ds.y_test.tolist() == [7, 8, 9]
     assert ds.x_test.tolist() == [[14, 15], [16, 17], [18, 19]]
-    assert ds.info["test_indices"] == [7, 8, 9] and ds.info["test_split"] == {"last": 3,
-                                                                              "shuffle": True}
+    assert ds.info["test_indices"] == [7, 8, 9] and ds.info["test_split"] == {"last": 3}
     assert ds.info["n_train"] == 7 and ds.info["n_test"] == 3
 
 

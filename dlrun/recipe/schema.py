@@ -66,13 +66,17 @@ class HoldoutPart(Strict):
     first: int | None = Field(default=None, ge=1)
     last: int | None = Field(default=None, ge=1)
     fraction: float | None = Field(default=None, gt=0, lt=1)
-    shuffle: bool = True
+    shuffle: bool | None = None  # fraction only; default true
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "HoldoutPart":
         given = [k for k in ("first", "last", "fraction") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of 'first', 'last' or 'fraction'")
+        if self.shuffle is not None and self.fraction is None:
+            raise ValueError("'shuffle' only applies to 'fraction' ('first'/'last' take rows in order)")
+        if self.shuffle is None and self.fraction is not None:
+            self.shuffle = True
         return self
 
 
@@ -239,6 +243,12 @@ class KFold(Strict):
     repeats: int = Field(default=1, ge=1)
     monitor: str = "val_loss"
     refit: bool = False
+
+    @model_validator(mode="after")
+    def _repeats_need_shuffle(self) -> "KFold":
+        if self.repeats > 1 and not self.shuffle:
+            raise ValueError("iterated K-fold (repeats > 1) reshuffles each time: set shuffle: true")
+        return self
 
 
 EvaluationSpec = Annotated[Union[Holdout, KFold], Field(discriminator="protocol")]
