@@ -208,3 +208,15 @@ def test_environment_info_reads_metadata_only():
     for name in ("dlrun", "tensorflow", "keras", "mlflow", "numpy", "scikit-learn", "pydantic"):
         assert name in info["packages"]
     assert info["packages"]["dlrun"]
+
+
+def test_importing_track_modules_stays_light():
+    code = (
+        "import sys\n"
+        "import dlrun.track, dlrun.track.rundir, dlrun.track.mlflow_store, dlrun.track.plots\n"
+        "import dlrun.track._writes, dlrun.track._keras_model\n"
+        "heavy = {'mlflow', 'tensorflow', 'keras', 'matplotlib', 'numpy', 'yaml'} & set(sys.modules)\n"
+        "print(sorted(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

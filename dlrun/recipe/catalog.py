@@ -77,6 +77,7 @@ def check_object(
     if entry.get("function") and args:
         yield arg_path, f"{name} is a function and takes no arguments; use its class form to pass arguments", True
         return
+    unknown = [arg for arg in args if arg not in entry["args"]]
     for arg, arg_value in args.items():
         if arg not in entry["args"]:
             hint = _KERAS2_ARGS.get(arg) or did_you_mean(arg, entry["args"])
@@ -87,7 +88,8 @@ def check_object(
                 yield arg_path + (arg,), f"unknown activation '{arg_value}'{did_you_mean(arg_value, acts)}", False
     filled = _FILLED_BY_DLRUN.get(canonical, set())
     for req in entry["required"]:
-        if req not in args and req not in filled:
+        misspelt = any(did_you_mean(arg, [req]) for arg in unknown)  # already reported as a typo
+        if req not in args and req not in filled and not misspelt:
             yield arg_path, f"{canonical} needs the argument '{req}'", False
 
 

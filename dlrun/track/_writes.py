@@ -13,6 +13,7 @@ No mlflow import here: the writer calls whatever function it is given.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import queue
 import random
@@ -81,6 +82,7 @@ class BackgroundWriter:
         self._pending: dict[str, int] = {}
         self._errors: dict[str, list[BaseException]] = {}
         self._done = threading.Condition(self._lock)
+        self._atexit_registered = False
 
     def submit(self, key: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         with self._lock:
@@ -88,6 +90,9 @@ class BackgroundWriter:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
                 self._thread.start()
+                if not self._atexit_registered:  # a run never ended still gets its epochs
+                    atexit.register(self.drain, 10.0)
+                    self._atexit_registered = True
             # put under the lock: the idle thread decides to exit under the same lock
             self._queue.put((key, fn, args, kwargs))
 
@@ -106,6 +111,13 @@ class BackgroundWriter:
                     break
                 self._done.wait(remaining)
             return self._errors.pop(key, [])
+
+    def drain(self, timeout: float = 10.0) -> None:
+        """Wait (at most ``timeout`` seconds in all) for every pending write."""
+        deadline = time.monotonic() + timeout
+        with self._done:
+            while self._pending and time.monotonic() < deadline:
+                self._done.wait(deadline - time.monotonic())
 
     def _loop(self) -> None:
         while True:

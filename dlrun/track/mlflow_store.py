@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -111,6 +112,8 @@ class Tracker:
     """One experiment on one tracking store. Create runs with :meth:`start_run`."""
 
     def __init__(self, uri: str, experiment: str, artifact_root: Path):
+        """``artifact_root`` holds one folder per experiment (``<artifact_root>/<experiment>``),
+        used as the artifact location of experiments this tracker creates on a local store."""
         from mlflow import MlflowClient
 
         self.uri = uri
@@ -119,6 +122,14 @@ class Tracker:
         self.client = MlflowClient(tracking_uri=uri)
         self._writer = BackgroundWriter()
         self.experiment_id = self._get_or_create_experiment()
+
+    @classmethod
+    def from_output_root(
+        cls, output_root: Path, experiment: str, cli_uri: str | None = None
+    ) -> "Tracker":
+        """The usual wiring: :func:`resolve_tracking_uri`, artifacts in ``<output_root>/mlartifacts``."""
+        root = Path(output_root).expanduser().absolute()
+        return cls(resolve_tracking_uri(cli_uri, root), experiment, root / "mlartifacts")
 
     def _artifact_location(self) -> str | None:
         if is_remote_uri(self.uri):
@@ -199,6 +210,9 @@ class TrackedRun:
         self.run_name = run_name
         self.experiment_id = tracker.experiment_id
         self.status = "RUNNING"
+        self._buffer: list = []
+        self._buffer_lock = threading.Lock()
+        self._drain_queued = False
 
     def __repr__(self) -> str:
         return f"TrackedRun(run_id={self.run_id!r}, status={self.status!r})"
@@ -209,7 +223,7 @@ class TrackedRun:
     def __exit__(self, exc_type, exc, tb) -> None:
         if self.status != "RUNNING":
             return
-        if exc is None:
+        if exc is None or (isinstance(exc, SystemExit) and exc.code in (0, None)):
             self.end("FINISHED")
         elif isinstance(exc, (KeyboardInterrupt, SystemExit)):
             self.end("KILLED", error=f"{exc_type.__name__}: {exc}".rstrip(": "))
@@ -260,12 +274,23 @@ class TrackedRun:
         :meth:`flush`) waits for the writes.
         """
         batch = self._metrics(metrics, step)
-        if batch:
-            self.tracker._writer.submit(self.run_id, self._write_metrics, batch)
+        if not batch:
+            return
+        with self._buffer_lock:
+            self._buffer.extend(batch)
+            if self._drain_queued:
+                return  # the queued drain will take these too
+            self._drain_queued = True
+        self.tracker._writer.submit(self.run_id, self._drain)
 
-    def _write_metrics(self, batch: list) -> None:
+    def _drain(self) -> None:
+        """Write everything buffered so far: when the store is slower than the epochs,
+        several epochs go out in one ``log_batch`` instead of piling up."""
+        with self._buffer_lock:
+            batch, self._buffer = self._buffer, []
+            self._drain_queued = False
         for i in range(0, len(batch), MAX_METRICS_PER_BATCH):
-            self.client.log_batch(self.run_id, metrics=batch[i : i + MAX_METRICS_PER_BATCH])
+            retry_locked(self.client.log_batch, self.run_id, metrics=batch[i : i + MAX_METRICS_PER_BATCH])
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Log metrics now (synchronously); ``step=None`` is MLflow's step 0."""

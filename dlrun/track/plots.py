@@ -72,8 +72,21 @@ def _figure(n_panels: int):
     return fig, axes
 
 
+_ACRONYMS = {"mae": "MAE", "mse": "MSE", "rmse": "RMSE", "auc": "AUC", "mape": "MAPE"}
+
+
 def _label(base: str) -> str:
-    return base.replace("_", " ")
+    """``mae`` → ``MAE``, ``binary_accuracy`` → ``Binary accuracy``."""
+    words = [_ACRONYMS.get(w, w) for w in base.split("_")]
+    text = " ".join(words)
+    return text[:1].upper() + text[1:]
+
+
+def _epoch_axis(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel("Epochs")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _save(fig, path: Path) -> Path:
@@ -95,17 +108,18 @@ def plot_history(history: Mapping[str, Sequence[float]], path: Path, title: str)
                 continue
             epochs = range(1, len(values) + 1)
             ax.plot(epochs, [float(v) for v in values], style, color="C0", markersize=3, label=label)
-        ax.set_title(f"Training and validation {_label(base)}")
-        ax.set_xlabel("Epochs")
-        ax.set_ylabel(_label(base).capitalize())
+        label = _label(base)
+        ax.set_title(f"Training and validation {label if label.isupper() else label.lower()}")
+        _epoch_axis(ax)
+        ax.set_ylabel(label)
         ax.legend()
     for ax, key in zip(axes[len(bases):], schedules):
         values = [float(v) for v in history[key]]
-        ax.plot(range(1, len(values) + 1), values, "-", color="C2")
+        ax.plot(range(1, len(values) + 1), values, "-", color="C2", drawstyle="steps-post")
         if values and all(v > 0 for v in values if not math.isnan(v)):
             ax.set_yscale("log")
         ax.set_title("Learning rate")
-        ax.set_xlabel("Epochs")
+        _epoch_axis(ax)
     if not bases and not schedules:
         axes[0].text(0.5, 0.5, "no epochs recorded", ha="center", va="center")
     fig.suptitle(title)
@@ -149,11 +163,13 @@ def plot_kfold_curves(
             color = "C0" if key.startswith("val_") else "C1"
             ax.plot(epochs, mu[start:], style, color=color, label=f"{label} (mean)")
             ax.fill_between(epochs, low[start:], high[start:], color=color, alpha=0.2, label="± std")
+            if key.startswith("val_") and best_epoch is not None and start < best_epoch <= len(mu):
+                ax.plot([best_epoch], [mu[best_epoch - 1]], "o", color="C3")
         if best_epoch is not None:
             ax.axvline(best_epoch, color="C3", linestyle=":", label=f"best epoch {best_epoch}")
-        ax.set_title(f"{_label(base).capitalize()} across folds")
-        ax.set_xlabel("Epochs")
-        ax.set_ylabel(_label(base).capitalize())
+        ax.set_title(f"{_label(base)} across folds")
+        _epoch_axis(ax)
+        ax.set_ylabel(_label(base))
         ax.legend()
     if not bases:
         axes[0].text(0.5, 0.5, "no epochs recorded", ha="center", va="center")

@@ -1,0 +1,5 @@
+"""``python -m dlrun`` = the ``dlrun`` command."""
+
+from dlrun.cli import main
+
+main()
