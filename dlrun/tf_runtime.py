@@ -39,6 +39,7 @@ def import_tensorflow_quietly() -> None:
 def configure_runtime(seed: int) -> None:
     """Quiet TensorFlow, MLflow's schema notes, and seed Python, NumPy and TensorFlow."""
     import_tensorflow_quietly()
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported
     for noisy in ("mlflow", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     import keras

@@ -74,10 +74,10 @@ def run_recipe(
     tracker = tracked = None
     uri = None
     if track:
-        from dlrun.track.mlflow_store import Tracker, flatten_params, resolve_tracking_uri
+        from dlrun.track.mlflow_store import Tracker, flatten_params
 
-        uri = resolve_tracking_uri(tracking_uri, output_root)
-        tracker = Tracker(uri, experiment, output_root)
+        tracker = Tracker.from_output_root(output_root, experiment, tracking_uri)
+        uri = tracker.uri
         tags = {
             "dlrun.recipe": recipe.name,
             "dlrun.recipe_file": str(loaded.path),
