@@ -148,15 +148,11 @@ def kfold(
     debug: bool = DebugOption,
 ) -> None:
     """Evaluate any recipe with K-fold cross-validation (one nested MLflow run per fold)."""
-    extra = ["evaluation.protocol=kfold"]
+    from dlrun.api import kfold_overrides
+
     with _user_errors(debug):
-        current = _load(recipe, set_ or []).resolved["evaluation"]
-        if current.get("protocol") != "kfold":
-            extra = ["evaluation={protocol: kfold}"]
-    for key, value in (("k", k), ("repeats", repeats), ("refit", refit)):
-        if value is not None:
-            extra.append(f"evaluation.{key}={str(value).lower()}")
-    _run(recipe, [*(set_ or []), *extra, *_seed_override(seed)], output_root, tracking_uri, json_out, quiet, debug)
+        overrides = kfold_overrides(recipe, set_ or [], k=k, repeats=repeats, refit=refit)
+    _run(recipe, [*overrides, *_seed_override(seed)], output_root, tracking_uri, json_out, quiet, debug)
 
 
 @app.command()
