@@ -44,7 +44,7 @@ def _input_shape_from_data(loaded: LoadedRecipe) -> tuple:
     from dlrun.data.transforms import fit_pipeline
 
     recipe = loaded.recipe
-    ds = apply_test_split(load_dataset(recipe.data, loaded.base_dir), recipe.data.split, recipe.seed)
+    ds = apply_test_split(load_dataset(recipe.data, loaded.base_dir, recipe.seed), recipe.data.split, recipe.seed)
     split = holdout_split(len(ds.y_train), recipe.data.split.validation, recipe.seed)
     x, y = ds.x_train[split.train], ds.y_train[split.train]
     x, _ = fit_pipeline(recipe.preprocessing, x, y).apply(x, y)

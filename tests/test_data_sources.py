@@ -15,7 +15,7 @@ from pydantic import TypeAdapter
 from dlrun.data import keras_datasets
 from dlrun.data.sources import SOURCES, load_dataset
 from dlrun.errors import DataError
-from dlrun.recipe.schema import DataSpec
+from dlrun.recipe.schema import DataSpec, EmbeddedData
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
@@ -117,6 +117,19 @@ def test_limit_keeps_the_first_training_samples_and_the_test_split():
     assert ds.info["limit"] == 200 and ds.info["n_train_before_limit"] == 404
     assert ds.info["n_train"] == 200
     assert len(load(source="embedded", name="iris", limit=1000).x_train) == 150
+
+
+def test_shuffle_mixes_class_ordered_data_reproducibly_before_limit():
+    ordered = load(source="embedded", name="iris", limit=30)
+    assert set(ordered.y_train.tolist()) == {0}  # iris is stored class by class
+    spec = EmbeddedData(source="embedded", name="iris", shuffle=True, limit=30)
+    first = load_dataset(spec, Path("."), seed=7)
+    again = load_dataset(spec, Path("."), seed=7)
+    assert len(set(first.y_train.tolist())) == 3
+    np.testing.assert_array_equal(first.x_train, again.x_train)
+    assert first.info["shuffled_with_seed"] == 7
+    other = load_dataset(spec, Path("."), seed=8)
+    assert not np.array_equal(first.x_train, other.x_train)
 
 
 # --------------------------------------------------------------------------- npz

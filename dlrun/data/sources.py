@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from dlrun.data.dataset import Dataset, describe
 from dlrun.data.embedded import load_embedded
 from dlrun.data.files import load_csv, load_npz
@@ -19,12 +21,17 @@ SOURCES: dict[str, Callable[..., Dataset]] = {
 }
 
 
-def load_dataset(spec, base_dir: Path) -> Dataset:
+def load_dataset(spec, base_dir: Path, seed: int = 0) -> Dataset:
     """Load ``spec`` (a ``DataSpec``); relative paths resolve against ``base_dir``, the
-    recipe file's folder. ``spec.limit`` keeps only the first N training samples (the
-    source's own test split is untouched); a limit above the size keeps everything."""
+    recipe file's folder. ``spec.shuffle`` permutes the training rows once with ``seed``;
+    then ``spec.limit`` keeps only the first N training samples (the source's own test
+    split is untouched); a limit above the size keeps everything."""
     ds = SOURCES[spec.source](spec, Path(base_dir))
     info = {"source": spec.source, "name": ds.name, **ds.info}
+    if spec.shuffle:
+        order = np.random.default_rng(seed).permutation(len(ds.x_train))
+        ds.x_train, ds.y_train = ds.x_train[order], ds.y_train[order]
+        info["shuffled_with_seed"] = seed
     if spec.limit is not None:
         info["limit"] = spec.limit
         info["n_train_before_limit"] = int(len(ds.x_train))

@@ -90,7 +90,14 @@ class SplitSpec(Strict):
 
 class _DataBase(Strict):
     split: SplitSpec = Field(default_factory=SplitSpec)
-    limit: int | None = Field(default=None, ge=1, description="use only the first N training samples")
+    shuffle: bool = Field(
+        default=False,
+        description="shuffle the training rows once at load (seeded), before 'limit' and the splits; "
+        "for sources stored in class order (iris, wine) whose first/last rows are one class",
+    )
+    limit: int | None = Field(
+        default=None, ge=1, description="use only the first N training samples (before a test part is taken)"
+    )
 
 
 class EmbeddedData(_DataBase):

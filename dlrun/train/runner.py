@@ -61,7 +61,7 @@ def run_recipe(
     output_root = Path(output_root).resolve()
     experiment = recipe.tracking.experiment or recipe.name
 
-    dataset = load_dataset(recipe.data, loaded.base_dir)  # DataError before anything is created
+    dataset = load_dataset(recipe.data, loaded.base_dir, recipe.seed)  # DataError before anything is created
     dataset = apply_test_split(dataset, recipe.data.split, recipe.seed)
     configure_runtime(recipe.seed)
 
