@@ -52,7 +52,7 @@ def run_recipe(
     from dlrun.data.sources import load_dataset
     from dlrun.data.splits import apply_test_split
     from dlrun.report import Reporter
-    from dlrun.track.rundir import RunDir, environment_info
+    from dlrun.track.rundir import RunDir
     from dlrun.train.protocols import PROTOCOLS, ProtocolContext
 
     recipe = loaded.recipe
@@ -66,36 +66,17 @@ def run_recipe(
     configure_runtime(recipe.seed)
 
     run_dir = RunDir.create(output_root, experiment, recipe.tracking.run_name)
-    run_dir.write_yaml("recipe.yaml", loaded.resolved)
-    run_dir.write_text("command.txt", " ".join(command or sys.argv) + "\n")
-    run_dir.write_json("environment.json", environment_info())
-    run_dir.write_json("data.json", _jsonable(dataset.info))
-
+    summary = RunSummary(None, str(run_dir.path), experiment, recipe.name, recipe.evaluation.protocol, "RUNNING")
     tracker = tracked = None
-    uri = None
-    if track:
-        from dlrun.track.mlflow_store import Tracker, flatten_params
-
-        tracker = Tracker.from_output_root(output_root, experiment, tracking_uri)
-        uri = tracker.uri
-        tags = {
-            "dlrun.recipe": recipe.name,
-            "dlrun.recipe_file": str(loaded.path),
-            "dlrun.protocol": recipe.evaluation.protocol,
-            "dlrun.run_dir": str(run_dir.path),
-            **recipe.tracking.tags,
-        }
-        tracked = tracker.start_run(recipe.tracking.run_name, tags)
-        tracked.log_params(flatten_params(loaded.resolved))
-    summary = RunSummary(
-        getattr(tracked, "run_id", None), str(run_dir.path), experiment, recipe.name,
-        recipe.evaluation.protocol, "RUNNING", tracking_uri=uri,
-    )
-    run_dir.write_status("RUNNING", mlflow_run_id=summary.run_id, tracking_uri=uri, seed=recipe.seed)
-    reporter.run_started({"protocol": summary.protocol, "recipe": recipe.name, "run_dir": summary.run_dir})
-
-    ctx = ProtocolContext(recipe, dataset, run_dir, tracker, tracked, reporter)
     try:
+        _describe_run(run_dir, loaded, dataset, command)
+        if track:
+            tracker, tracked = _start_tracking(loaded, output_root, experiment, tracking_uri, run_dir)
+            summary.run_id, summary.tracking_uri = tracked.run_id, tracker.uri
+        run_dir.write_status("RUNNING", mlflow_run_id=summary.run_id, tracking_uri=summary.tracking_uri,
+                             seed=recipe.seed)
+        reporter.run_started({"protocol": summary.protocol, "recipe": recipe.name, "run_dir": summary.run_dir})
+        ctx = ProtocolContext(recipe, dataset, run_dir, tracker, tracked, reporter)
         summary.metrics = PROTOCOLS[recipe.evaluation.protocol](ctx)
     except KeyboardInterrupt as exc:
         _finish(summary, run_dir, tracked, "KILLED", f"interrupted ({_signal_name(exc)})")
@@ -109,6 +90,39 @@ def run_recipe(
     _finish(summary, run_dir, tracked, "FINISHED", None)
     reporter.run_finished(summary.to_dict())
     return summary
+
+
+def _describe_run(run_dir, loaded: LoadedRecipe, dataset, command: list[str] | None) -> None:
+    """What makes the run directory self-describing before any training."""
+    from dlrun.track.rundir import environment_info
+
+    run_dir.write_yaml("recipe.yaml", loaded.resolved)
+    run_dir.write_text("command.txt", " ".join(command or sys.argv) + "\n")
+    run_dir.write_json("environment.json", {**environment_info(), "devices": _devices()})
+    run_dir.write_json("data.json", _jsonable(dataset.info))
+
+
+def _start_tracking(loaded: LoadedRecipe, output_root: Path, experiment: str, tracking_uri, run_dir):
+    from dlrun.track.mlflow_store import Tracker, flatten_params
+
+    recipe = loaded.recipe
+    tracker = Tracker.from_output_root(output_root, experiment, tracking_uri)
+    tags = {
+        "dlrun.recipe": recipe.name,
+        "dlrun.recipe_file": str(loaded.path),
+        "dlrun.protocol": recipe.evaluation.protocol,
+        "dlrun.run_dir": str(run_dir.path),
+        **recipe.tracking.tags,
+    }
+    tracked = tracker.start_run(recipe.tracking.run_name, tags)
+    tracked.log_params(flatten_params(loaded.resolved))
+    return tracker, tracked
+
+
+def _devices() -> list[str]:
+    import tensorflow as tf
+
+    return [f"{d.device_type}:{d.name}" for d in tf.config.list_physical_devices()]
 
 
 def _signal_name(exc: BaseException) -> str:
