@@ -9,6 +9,7 @@ PROBE = """
 import sys
 from typer.testing import CliRunner
 from dlrun.cli import app
+import dlrun  # the notebook API stays light too
 runner = CliRunner()
 for args in (["--help"], ["validate", *sys.argv[1:]], ["show", "--no-model", sys.argv[1]], ["train", "--help"]):
     result = runner.invoke(app, args)
