@@ -234,3 +234,48 @@ def test_book_recipes_validate():
     assert len(recipes) >= 5
     for path in recipes:
         load_recipe(path)
+
+
+def test_extends_replaces_keras_objects_and_sections_whose_kind_changes(tmp_path):
+    write(tmp_path, GOOD.replace("name: tiny\n", ""), "base.yaml")
+    child = """\
+    name: child
+    extends: base.yaml
+    data: {source: npz, path: d.npz}
+    compile: {optimizer: {Adam: {learning_rate: 0.01}}}
+    evaluation: {protocol: kfold, k: 3}
+    """
+    import numpy as np
+
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 2)), y=np.zeros(4))
+    loaded = load_recipe(write(tmp_path, child))
+    assert loaded.resolved["data"]["source"] == "npz" and "name" not in loaded.resolved["data"]
+    assert loaded.resolved["compile"]["optimizer"] == {"Adam": {"learning_rate": 0.01}}
+    assert loaded.resolved["compile"]["loss"] == "categorical_crossentropy"  # the rest still merges
+    child2 = "extends: base.yaml\ndata: {split: {validation: {first: 30}}}\n"
+    loaded = load_recipe(write(tmp_path, child2, "child2.yaml"))
+    assert loaded.resolved["data"]["split"]["validation"] == {"first": 30, "last": None, "fraction": None, "shuffle": None}
+    assert loaded.resolved["data"]["name"] == "iris"
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("data={name: iris}", "data: missing 'source' (one of: csv, embedded, keras, npz)"),
+        ("data.split.validation={first: 3, fraction: 0.2}", "give exactly one of 'first', 'last' or 'fraction'"),
+        ("data.split.validation={first: 3, shuffle: true}", "'shuffle' only applies to 'fraction'"),
+        ("seed=-5", "seed: input should be greater than or equal to 0"),
+        ("fit.batch_size=123456789012345678901234567890", "fit.batch_size: input should be less than"),
+        ("model.layers[0]={name: Dense, args: {units: 3}}", "model.layers[0]: write a Keras object as a name or a one-key mapping"),
+        ('tracking.tags={"owner?": me}', "tracking.tags.owner?: string should match pattern"),
+        ("evaluation={protocol: kfold, repeats: 2, shuffle: false}", "iterated K-fold (repeats > 1) reshuffles"),
+    ],
+)
+def test_value_errors_in_overrides(tmp_path, override, expected):
+    messages = errors_of(write(tmp_path, GOOD), [override])
+    assert len(messages) == 1 and expected in messages[0], messages
+
+
+def test_empty_recipe_is_located_in_its_file(tmp_path):
+    path = write(tmp_path, "# only a comment\n")
+    assert errors_of(path)[0].startswith(f"{path}:1:1: missing required key")

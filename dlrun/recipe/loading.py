@@ -39,14 +39,24 @@ def _issue(source: SourceMap, path: Path_, message: str, at_key: bool = False) -
     return RecipeIssue(source.locate(path, key=at_key), format_path(path), message)
 
 
-def deep_merge(base: Any, override: Any) -> Any:
-    """Mappings merge key by key; anything else (lists included) is replaced."""
-    if isinstance(base, dict) and isinstance(override, dict):
-        merged = dict(base)
-        for key, value in override.items():
-            merged[key] = deep_merge(base[key], value) if key in base else value
-        return merged
-    return override
+# Values that are one thing, not a section: a child recipe's value replaces the base's whole.
+_REPLACED_WHOLE = {("compile", "optimizer"), ("compile", "loss"), ("data", "split", "test"),
+                   ("data", "split", "validation")}
+# Keys that choose the kind of a section; when the kind changes, its other keys mean nothing.
+_KIND_KEYS = ("source", "protocol", "transform", "type")
+
+
+def deep_merge(base: Any, override: Any, path: Path_ = ()) -> Any:
+    """Sections merge key by key; lists, scalars, Keras objects and a section whose kind
+    (``source``, ``protocol``…) changes are replaced whole."""
+    if not (isinstance(base, dict) and isinstance(override, dict)) or path in _REPLACED_WHOLE:
+        return override
+    if any(k in base and k in override and base[k] != override[k] for k in _KIND_KEYS):
+        return override
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = deep_merge(base[key], value, path + (key,)) if key in base else value
+    return merged
 
 
 def _read_document(path: Path) -> tuple[dict, SourceMap]:

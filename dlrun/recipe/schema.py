@@ -35,7 +35,7 @@ class KerasObject(BaseModel):
     def _from_recipe_form(cls, value: Any) -> Any:
         if isinstance(value, str):
             return {"name": value, "args": {}}
-        if isinstance(value, dict) and set(value) != {"name", "args"}:
+        if isinstance(value, dict):
             if len(value) != 1:
                 raise ValueError(
                     "write a Keras object as a name or a one-key mapping {Name: {argument: value}}"
@@ -63,8 +63,8 @@ class HoldoutPart(Strict):
     ``fraction`` (seeded by the recipe seed).
     """
 
-    first: int | None = Field(default=None, ge=1)
-    last: int | None = Field(default=None, ge=1)
+    first: int | None = Field(default=None, ge=1, lt=2**31)
+    last: int | None = Field(default=None, ge=1, lt=2**31)
     fraction: float | None = Field(default=None, gt=0, lt=1)
     shuffle: bool | None = None  # fraction only; default true
 
@@ -154,7 +154,7 @@ class MultiHot(_TransformBase):
     """The book's ``vectorize_sequences``: integer sequences → 0/1 vectors of ``dimension``."""
 
     transform: Literal["multi_hot"]
-    dimension: int = Field(ge=1)
+    dimension: int = Field(ge=1, lt=2**31)
 
 
 class OneHot(_TransformBase):
@@ -190,7 +190,7 @@ class PadSequences(_TransformBase):
     """``keras.utils.pad_sequences`` to ``maxlen``."""
 
     transform: Literal["pad_sequences"]
-    maxlen: int = Field(ge=1)
+    maxlen: int = Field(ge=1, lt=2**31)
     padding: Literal["pre", "post"] = "pre"
     truncating: Literal["pre", "post"] = "pre"
     value: float = 0.0
@@ -220,8 +220,8 @@ class CompileSpec(Strict):
 
 
 class FitSpec(Strict):
-    epochs: int = Field(default=10, ge=1)
-    batch_size: int = Field(default=32, ge=1)
+    epochs: int = Field(default=10, ge=1, lt=2**31)
+    batch_size: int = Field(default=32, ge=1, lt=2**31)
     shuffle: bool = True
     callbacks: list[KerasObject] = Field(default_factory=list)
 
@@ -244,10 +244,10 @@ class KFold(Strict):
     """
 
     protocol: Literal["kfold"]
-    k: int = Field(default=5, ge=2)
+    k: int = Field(default=5, ge=2, lt=2**31)
     shuffle: bool = True
     stratify: Literal["auto"] | bool = "auto"
-    repeats: int = Field(default=1, ge=1)
+    repeats: int = Field(default=1, ge=1, lt=2**31)
     monitor: str = "val_loss"
     refit: bool = False
 
@@ -261,10 +261,14 @@ class KFold(Strict):
 EvaluationSpec = Annotated[Union[Holdout, KFold], Field(discriminator="protocol")]
 
 
+# MLflow's own rule for tag keys (mlflow/utils/validation.py).
+TagKey = Annotated[str, Field(pattern=r"^[\w.\- :/]+$", max_length=250)]
+
+
 class TrackingSpec(Strict):
     experiment: str | None = Field(default=None, description="default: the recipe name")
-    run_name: str | None = None
-    tags: dict[str, str] = Field(default_factory=dict)
+    run_name: str | None = Field(default=None, max_length=200)
+    tags: dict[TagKey, str] = Field(default_factory=dict)
     log_model: bool = True
 
 
@@ -274,7 +278,7 @@ class TrackingSpec(Strict):
 class Recipe(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     description: str = ""
-    seed: int = 42
+    seed: int = Field(default=42, ge=0, lt=2**32)
     data: DataSpec
     preprocessing: list[TransformSpec] = Field(default_factory=list)
     model: SequentialModel

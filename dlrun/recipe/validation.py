@@ -28,10 +28,12 @@ def _is_model(tp: Any) -> bool:
     return isinstance(tp, type) and issubclass(tp, BaseModel)
 
 
-def _tag_of(model: type[BaseModel]) -> set[str]:
-    """The discriminator values a union member answers to (its Literal field values)."""
+def _tag_of(model: type[BaseModel], only: str | None = None) -> set[str]:
+    """The discriminator values a union member answers to (its required Literal fields' values)."""
     tags = set()
-    for field in model.model_fields.values():
+    for name, field in model.model_fields.items():
+        if only and name != only:
+            continue
         if typing.get_origin(field.annotation) is typing.Literal and field.is_required():
             tags.update(str(v) for v in typing.get_args(field.annotation))
     return tags
@@ -66,7 +68,7 @@ def walk_loc(root: type[BaseModel], loc: tuple) -> tuple[Path_, Any]:
         elif typing.get_origin(tp) is dict:
             path.append(part)
             tp = typing.get_args(tp)[1]
-        elif part in ("function-after", "function-before", "function-plain"):
+        elif part in ("function-after", "function-before", "function-plain", "[key]"):
             continue
         else:
             path.append(part)
@@ -81,39 +83,45 @@ def _describe(value: Any) -> str:
 
 def pydantic_issues(exc: ValidationError, root: type[BaseModel]) -> Iterator[tuple[Path_, str, bool]]:
     """Yield (recipe path, message, at_key) for each error, once per path."""
+    found = [_issue(err, root) for err in exc.errors(include_url=False)]
+    # A value that may be a word or a mapping (``validation: none | {first: N}``) fails both
+    # branches; the mapping branch's complaint is the useful one.
+    literal_paths = {path for path, _, _, kind in found if kind == "literal_error"}
+    deeper = {p for p in literal_paths for q, _, _, kind in found if kind != "literal_error" and q[: len(p)] == p}
     seen: set[Path_] = set()
-    for err in exc.errors(include_url=False):
-        kind, loc, ctx = err["type"], err["loc"], err.get("ctx", {})
-        if kind == "extra_forbidden":
-            parent, model = walk_loc(root, loc[:-1])
-            key = str(loc[-1])
-            allowed = list(model.model_fields) if _is_model(model) else []
-            hint = did_you_mean(key, allowed) or (f" (allowed: {', '.join(allowed)})" if allowed else "")
-            path, message, at_key = parent + (key,), f"unknown key '{key}'{hint}", True
-        elif kind == "missing":
-            path, _ = walk_loc(root, loc)
-            message, at_key = f"missing required key '{path[-1]}'", False
-            path = path[:-1]
-        elif kind in ("union_tag_invalid", "union_tag_not_found"):
-            path, _ = walk_loc(root, loc)
-            field = str(ctx.get("discriminator", "")).strip("'")
-            expected = [t.strip().strip("'") for t in str(ctx.get("expected_tags", "")).split(",")]
-            if kind == "union_tag_invalid":
-                tag = str(ctx.get("tag"))
-                message = f"unknown {field} '{tag}'{did_you_mean(tag, expected)} (one of: {', '.join(expected)})"
-                path, at_key = path + (field,), False
-            else:
-                message, at_key = f"missing '{field}' (one of: {', '.join(expected)})", False
-        else:
-            path, _ = walk_loc(root, loc)
-            text = err["msg"].removeprefix("Value error, ")
-            message, at_key = f"{text[0].lower()}{text[1:]} (got {_describe(err['input'])})", False
-            if kind in ("literal_error", "enum"):
-                message = f"{text[0].lower()}{text[1:]}{did_you_mean(str(err['input']), _literal_choices(ctx))}"
-        if path in seen:
+    for path, message, at_key, kind in found:
+        if (kind == "literal_error" and path in deeper) or path in seen:
             continue
         seen.add(path)
         yield path, message, at_key
+
+
+def _issue(err: dict, root: type[BaseModel]) -> tuple[Path_, str, bool, str]:
+    kind, loc, ctx = err["type"], err["loc"], err.get("ctx", {})
+    if kind == "extra_forbidden":
+        parent, model = walk_loc(root, loc[:-1])
+        key = str(loc[-1])
+        allowed = list(model.model_fields) if _is_model(model) else []
+        hint = did_you_mean(key, allowed) or (f" (allowed: {', '.join(allowed)})" if allowed else "")
+        return parent + (key,), f"unknown key '{key}'{hint}", True, kind
+    if kind == "missing":
+        path, _ = walk_loc(root, loc)
+        return path[:-1], f"missing required key '{path[-1]}'", False, kind
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        path, union = walk_loc(root, loc)
+        field = str(ctx.get("discriminator", "")).strip("'")
+        expected = sorted({t for m in _union_members(union) if _is_model(m) for t in _tag_of(m, field)})
+        if kind == "union_tag_invalid":
+            tag = str(ctx.get("tag"))
+            message = f"unknown {field} '{tag}'{did_you_mean(tag, expected)} (one of: {', '.join(expected)})"
+            return path + (field,), message, False, kind
+        return path, f"missing '{field}' (one of: {', '.join(expected)})", False, kind
+    path, _ = walk_loc(root, loc)
+    text = err["msg"].removeprefix("Value error, ")
+    text = text[0].lower() + text[1:]
+    if kind in ("literal_error", "enum"):
+        return path, f"{text}{did_you_mean(str(err['input']), _literal_choices(ctx))}", False, kind
+    return path, f"{text} (got {_describe(err['input'])})", False, kind
 
 
 def _literal_choices(ctx: dict) -> list[str]:

@@ -167,8 +167,10 @@ def load_yaml_text(text: str, file: str) -> tuple[Any, SourceMap]:
         raise YamlProblem(RecipeIssue(loc, "", f"YAML syntax error: {what}")) from None
     except yaml.YAMLError as exc:
         raise YamlProblem(RecipeIssue(Location(file), "", f"YAML error: {exc}")) from None
-    if node is None:
-        return None, SourceMap()
+    if node is None:  # empty or comments only
+        source = SourceMap()
+        source.values[()] = Location(file, 1, 1)
+        return None, source
     converter = _Converter(file)
     value = converter.convert(node, ())
     return value, converter.source

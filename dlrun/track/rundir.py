@@ -123,7 +123,7 @@ class RunDir:
             reason = exc.strerror or exc.__class__.__name__
             raise UsageError(
                 f"cannot write run directories under the output folder '{output_root}': {reason}"
-                " — choose another folder with --output or fix its permissions"
+                " — choose another folder with --output-root or fix its permissions"
             ) from exc
         raise UsageError(f"could not create a new run directory under '{parent}'")  # pragma: no cover
 
