@@ -22,17 +22,15 @@ def load(recipe: str | Path, overrides: Iterable[str] = ()) -> LoadedRecipe:
 
 
 def kfold_overrides(
-    recipe: str | Path, overrides: Iterable[str] = (), *, k: int | None = None,
-    repeats: int | None = None, refit: bool | None = None,
+    overrides: Iterable[str] = (), *, k: int | None = None, repeats: int | None = None, refit: bool | None = None,
 ) -> list[str]:
-    """The ``--set`` overrides that turn any recipe into a K-fold run (recorded in the run)."""
-    overrides = list(overrides)
-    current = load_recipe(recipe, overrides).resolved["evaluation"]
-    extra = [] if current.get("protocol") == "kfold" else ["evaluation={protocol: kfold}"]
-    for key, value in (("k", k), ("repeats", repeats), ("refit", refit)):
-        if value is not None:
-            extra.append(f"evaluation.{key}={str(value).lower()}")
-    return overrides + extra
+    """The ``--set`` overrides that turn any recipe into a K-fold run (recorded in the run).
+
+    ``evaluation.protocol=kfold`` goes first so the user's own ``evaluation.*`` overrides apply
+    to the K-fold section (a hold-out section has no other keys to clash)."""
+    extra = [f"evaluation.{key}={str(value).lower()}"
+             for key, value in (("k", k), ("repeats", repeats), ("refit", refit)) if value is not None]
+    return ["evaluation.protocol=kfold", *overrides, *extra]
 
 
 def train(
@@ -52,4 +50,4 @@ def kfold(
     refit: bool | None = None, **options,
 ):
     """Run any recipe under K-fold cross-validation (see :func:`train` for the options)."""
-    return train(recipe, kfold_overrides(recipe, overrides, k=k, repeats=repeats, refit=refit), **options)
+    return train(recipe, kfold_overrides(overrides, k=k, repeats=repeats, refit=refit), **options)

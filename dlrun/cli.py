@@ -52,36 +52,55 @@ def _err(text: str) -> None:
 
 
 @contextmanager
-def _user_errors(debug: bool) -> Iterator[None]:
-    """Map every failure to one clear message and an exit code; tracebacks only with --debug."""
+def _user_errors(debug: bool, json_out: bool = False) -> Iterator[None]:
+    """Map every failure to one clear message and an exit code; tracebacks only with --debug.
+    With --json, stdout still gets one JSON object saying what happened."""
     from dlrun.train.runner import RunInterrupted
 
     try:
         yield
+        return
     except typer.Exit:
         raise
-    except RecipeError as exc:
-        if debug:
-            traceback.print_exc()
+    except BaseException as caught:  # noqa: BLE001 - the last line of defence for users
+        exc = caught
+    if isinstance(exc, RecipeError):
         n = len(exc.issues)
-        _err(f"{exc}\n{n} problem{'s' if n != 1 else ''} in the recipe; nothing was run.")
-        raise typer.Exit(EXIT_USAGE) from None
-    except DlrunError as exc:
-        if debug:
-            traceback.print_exc()
-        _err(f"error: {exc}")
-        raise typer.Exit(exc.exit_code) from None
-    except RunInterrupted as exc:
-        _err(f"dlrun: {exc}")
-        raise typer.Exit(EXIT_TERMINATED if exc.signal_name == "SIGTERM" else EXIT_INTERRUPTED) from None
-    except KeyboardInterrupt:
-        _err("dlrun: interrupted")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-    except Exception as exc:  # noqa: BLE001 - the last line of defence for users
-        if debug:
-            traceback.print_exc()
-        _err(f"error: {type(exc).__name__}: {exc}\n(run again with --debug for the traceback)")
-        raise typer.Exit(EXIT_RUNTIME) from None
+        code, status = EXIT_USAGE, "INVALID"
+        text = f"{exc}\n{n} problem{'s' if n != 1 else ''} in the recipe; nothing was run."
+    elif isinstance(exc, DlrunError):
+        code, status, text = exc.exit_code, "FAILED", f"error: {exc}"
+    elif isinstance(exc, (RunInterrupted, KeyboardInterrupt)):
+        code = EXIT_TERMINATED if getattr(exc, "signal_name", "") == "SIGTERM" else EXIT_INTERRUPTED
+        status = "KILLED"
+        text = f"dlrun: {exc}" if isinstance(exc, RunInterrupted) else "dlrun: interrupted before the run started"
+    elif isinstance(exc, Exception):
+        code, status = EXIT_RUNTIME, "FAILED"
+        text = f"error: {type(exc).__name__}: {exc}" + ("" if debug else "\n(run again with --debug for the traceback)")
+    else:  # SystemExit and the like: not ours to translate
+        raise exc
+    if debug:
+        traceback.print_exception(exc)
+    _err(text)
+    if json_out:
+        run = getattr(exc, "summary", None) or getattr(exc, "run_summary", None)
+        record = {**(run.to_dict() if run else {}), "status": status, "error": text, "exit_code": code}
+        print(json_dumps(record), flush=True)
+    raise typer.Exit(code)
+
+
+def json_dumps(obj) -> str:
+    """Strict JSON: NaN and infinities (a diverged loss) become null."""
+    def clean(value):
+        if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    return json.dumps(clean(obj), allow_nan=False)
 
 
 class _Terminated(KeyboardInterrupt):
@@ -99,19 +118,19 @@ def _load(recipe: Path, overrides: list[str]):
 
 
 def _run(recipe: Path, overrides: list[str], output_root: Path, tracking_uri, json_out: bool, quiet: bool, debug: bool):
-    with _user_errors(debug):
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    with _user_errors(debug, json_out):
         loaded = _load(recipe, overrides)
         from dlrun.report import make_reporter
         from dlrun.train.runner import run_recipe
 
-        signal.signal(signal.SIGTERM, _raise_terminated)
         reporter = make_reporter(quiet=quiet, json_mode=json_out)
         summary = run_recipe(
             loaded, output_root=output_root, tracking_uri=tracking_uri, reporter=reporter,
             command=["dlrun", *sys.argv[1:]],
         )
         if json_out:
-            print(json.dumps(summary.to_dict()), flush=True)
+            print(json_dumps(summary.to_dict()), flush=True)
 
 
 def _seed_override(seed: Optional[int]) -> list[str]:
@@ -136,8 +155,8 @@ def train(
 @app.command()
 def kfold(
     recipe: Path = typer.Argument(..., help="Recipe YAML file."),
-    k: Optional[int] = typer.Option(None, "--k", "-k", help="Number of folds (default: the recipe's, else 5)."),
-    repeats: Optional[int] = typer.Option(None, "--repeats", help="Iterated K-fold: repeat with reshuffling."),
+    k: Optional[int] = typer.Option(None, "--k", "-k", min=2, help="Number of folds (default: the recipe's, else 5)."),
+    repeats: Optional[int] = typer.Option(None, "--repeats", min=1, help="Iterated K-fold: repeat with reshuffling."),
     refit: Optional[bool] = typer.Option(None, "--refit/--no-refit", help="Train a final model for the best epoch and test it."),
     set_: Optional[List[str]] = SetOption,
     output_root: Path = OutputOption,
@@ -150,8 +169,7 @@ def kfold(
     """Evaluate any recipe with K-fold cross-validation (one nested MLflow run per fold)."""
     from dlrun.api import kfold_overrides
 
-    with _user_errors(debug):
-        overrides = kfold_overrides(recipe, set_ or [], k=k, repeats=repeats, refit=refit)
+    overrides = kfold_overrides(set_ or [], k=k, repeats=repeats, refit=refit)
     _run(recipe, [*overrides, *_seed_override(seed)], output_root, tracking_uri, json_out, quiet, debug)
 
 

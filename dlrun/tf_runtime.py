@@ -26,7 +26,7 @@ def import_tensorflow_quietly() -> None:
         os.dup2(sink.fileno(), 2)
         try:
             import tensorflow  # noqa: F401
-        except BaseException:
+        except Exception:  # show what TensorFlow said about why it could not load
             os.dup2(saved, 2)
             sink.seek(0)
             sys.stderr.write(sink.read().decode(errors="replace"))

@@ -85,6 +85,7 @@ def run_recipe(
     except BaseException as exc:
         _finish(summary, run_dir, tracked, "FAILED", f"{type(exc).__name__}: {exc}")
         reporter.close()
+        exc.run_summary = summary  # lets the CLI's --json say which run failed
         raise
     run_dir.write_json("summary.json", summary.metrics)
     _finish(summary, run_dir, tracked, "FINISHED", None)
