@@ -43,5 +43,7 @@ def configure_runtime(seed: int) -> None:
     for noisy in ("mlflow", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     import keras
+    import tensorflow as tf
 
+    tf.get_logger().setLevel(logging.ERROR)  # tf.function retracing notes between K-fold folds
     keras.utils.set_random_seed(seed)

@@ -97,6 +97,10 @@ def test_bad_set_and_missing_file_exit_2(tmp_path, tiny):
     assert result.returncode == 2 and "expected --set dotted.key=value" in result.stderr
     result = dlrun("train", str(tmp_path / "nope.yaml"), cwd=tmp_path)
     assert result.returncode == 2 and "no such recipe file" in result.stderr
+    result = dlrun("train", str(tiny), "--json", "--set", "fit.epochs=x", cwd=tmp_path)
+    record = json.loads(result.stdout)  # --json: one object on stdout even when nothing ran
+    assert result.returncode == 2 and record["status"] == "INVALID" and record["exit_code"] == 2
+    assert "fit.epochs" in record["error"]
 
 
 def test_data_that_does_not_fit_the_model_exits_2_before_training(tmp_path, tiny):
@@ -107,6 +111,7 @@ def test_data_that_does_not_fit_the_model_exits_2_before_training(tmp_path, tiny
     assert "the data does not fit the model" in result.stderr
     assert "Traceback" not in result.stderr
     assert " epoch " not in result.stdout
+    assert not (tmp_path / "artifacts").exists()  # found before any run was created
 
 
 def test_keras_dataset_offline_is_a_clear_error(tmp_path, tiny):

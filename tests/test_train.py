@@ -183,21 +183,70 @@ def test_kfold_nested_runs_aggregates_and_no_leakage(tmp_path):
 
 def test_kfold_refit_trains_final_model_for_best_epoch(tmp_path):
     summary = _run(tmp_path, BOSTON_KFOLD, ["evaluation.refit=true", "evaluation.k=2"])
-    assert "final_test_mae" in summary.metrics
+    assert "test_mae" in summary.metrics and summary.metrics["refit_epochs"] == summary.metrics["best_epoch"]
     final_history = (Path(summary.run_dir) / "final" / "history.csv").read_text().strip().splitlines()
     assert len(final_history) - 1 == summary.metrics["best_epoch"]
+    client = _client(summary)
+    assert client.get_run(summary.run_id).data.metrics["test_mae"] == pytest.approx(summary.metrics["test_mae"])
+    assert "model.keras" in _artifact_names(client, summary.run_id, "final")
 
 
-def test_a_model_that_does_not_fit_the_data_fails_before_training(tmp_path):
+def test_a_model_that_does_not_fit_the_data_fails_before_anything_is_created(tmp_path):
     bad = IRIS.replace("Dense: {units: 3, activation: softmax}", "Dense: {units: 5, activation: softmax}")
     with pytest.raises(ModelBuildError, match="the data does not fit the model"):
         _run(tmp_path, bad)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_failure_during_training_marks_the_run_failed(tmp_path):
+    # A CSVLogger told to write onto the run directory itself fails as training begins.
+    with pytest.raises(IsADirectoryError) as info:
+        _run(tmp_path, IRIS, ["fit.callbacks=[{CSVLogger: {filename: .}}]"])
+    summary = info.value.run_summary
+    assert summary.status == "FAILED"
     from mlflow import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
-    (run,) = client.search_runs([client.get_experiment_by_name("iris_holdout").experiment_id])
+    run = MlflowClient(summary.tracking_uri).get_run(summary.run_id)
     assert run.info.status == "FAILED"
-    assert "does not fit" in run.data.tags["dlrun.error"]
-    run_dir = Path(run.data.tags["dlrun.run_dir"])
-    assert json.loads((run_dir / "run.json").read_text())["status"] == "FAILED"
-    assert not (run_dir / "history.csv").exists()  # nothing was trained
+    assert "IsADirectoryError" in run.data.tags["dlrun.error"]
+    status = json.loads((Path(summary.run_dir) / "run.json").read_text())
+    assert status["status"] == "FAILED" and "IsADirectoryError" in status["error"]
+    assert (Path(summary.run_dir) / "recipe.yaml").exists()  # what was done is kept
+
+
+def test_input_errors_create_no_run(tmp_path):
+    from dlrun.errors import DataError, UsageError
+
+    cases = [
+        (BOSTON_KFOLD, ["evaluation.monitor=val_mea"], UsageError, "did you mean 'val_mae'"),
+        (BOSTON_KFOLD, ["evaluation.k=500"], DataError, "500"),
+        (IRIS, ["data.split.validation={first: 200}"], DataError, "leave none for training"),
+        (IRIS, ["preprocessing=[{transform: multi_hot, dimension: 2}]"], DataError, "multi_hot"),
+    ]
+    for text, overrides, error, words in cases:
+        with pytest.raises(error, match=words.replace("(", r"\(")):
+            _run(tmp_path, text, overrides)
+    assert not (tmp_path / "out").exists()  # no run directory, no MLflow store
+
+
+def test_learning_rate_changes_are_recorded_and_a_diverged_run_still_finishes(tmp_path):
+    summary = _run(tmp_path, IRIS, [
+        "fit.callbacks=[{ReduceLROnPlateau: {monitor: loss, factor: 0.5, patience: 0, min_delta: 100}}]",
+        "compile.optimizer={SGD: {learning_rate: 1e30}}",
+    ])
+    assert summary.status == "FINISHED"
+    history = (Path(summary.run_dir) / "history.csv").read_text().splitlines()
+    assert "learning_rate" in history[0].split(",")
+    client = _client(summary)
+    rates = [m.value for m in client.get_metric_history(summary.run_id, "learning_rate")]
+    assert len(rates) == 3 and rates[0] > rates[-1]
+    assert "best_epoch" not in summary.metrics or np.isfinite(summary.metrics["best_val_loss"])
+
+
+def test_best_mean_epoch_uses_epochs_every_fold_reached():
+    from dlrun.train.protocols import best_mean_epoch
+
+    histories = [{"val_loss": [1.0, 0.9]}, {"val_loss": [1.1, 0.95]}, {"val_loss": [0.3, 0.25, 0.2, 0.1]}]
+    assert best_mean_epoch(histories, "val_loss") == {"best_epoch": 2, "best_val_loss": pytest.approx(0.7)}
+    assert best_mean_epoch([{"val_acc": [0.5, 0.9, 0.7]}], "val_acc")["best_epoch"] == 2
+    assert best_mean_epoch([{"loss": [float("nan")] * 3}], "loss") == {}

@@ -68,7 +68,10 @@ def make_object(kind: str, spec: KerasObject) -> Any:
             return keras.optimizers.get({"class_name": spec.name, "config": dict(spec.args)})
         if not spec.args:
             return spec.name  # 'accuracy', 'mse', 'binary_crossentropy': compile resolves these
-        return getattr(module, spec.name)(**spec.args)
+        cls = getattr(module, spec.name, None)
+        if not isinstance(cls, type):  # an alias such as 'mae' or 'accuracy' names a class too
+            cls = type(module.get(spec.name))
+        return cls(**spec.args)
     except Exception as exc:  # noqa: BLE001
         raise ModelBuildError(f"compile.{kind} {spec.name}: {_first_line(exc)}") from exc
 
@@ -82,12 +85,12 @@ def compile_model(model, spec: CompileSpec) -> None:
     )
 
 
-def check_data_fits(model, x, y) -> None:
+def check_data_fits(model, x, y) -> list[str]:
     """Run one tiny batch through the compiled model so a data/model mismatch is reported
-    before any training starts, in the user's terms."""
+    before any training starts, in the user's terms. Returns the names the model logs."""
     sample = min(2, len(x))
     try:
-        model.test_on_batch(x[:sample], y[:sample])
+        return list(model.test_on_batch(x[:sample], y[:sample], return_dict=True))
     except Exception as exc:  # noqa: BLE001
         out_shape = _shape_text(model)
         raise ModelBuildError(

@@ -18,15 +18,28 @@ _DEFAULT_PATHS = {
 }
 
 
-def build_callbacks(specs: list[KerasObject], run_dir: Path) -> list:
-    """Instantiate the recipe's callbacks; output paths default to, and stay inside, the run dir."""
+# Callbacks that watch a metric (val_loss unless told otherwise).
+_MONITORING = {"EarlyStopping", "ModelCheckpoint", "ReduceLROnPlateau"}
+
+
+def build_callbacks(
+    specs: list[KerasObject], run_dir: Path, *, has_validation: bool = True, note=lambda text: None
+) -> list:
+    """Instantiate the recipe's callbacks; output paths default to, and stay inside, the run dir.
+    Without validation data (a refit on all data), callbacks watching a val_ metric are left out."""
     import keras
 
     callbacks = []
     for index, spec in enumerate(specs):
         args = dict(spec.args)
+        monitor = str(args.get("monitor", "val_loss"))
+        if spec.name in _MONITORING and monitor.startswith("val_") and not has_validation:
+            note(f"fit.callbacks[{index}] ({spec.name}) watches {monitor}, and this job has no validation data: left out")
+            continue
         if spec.name in _DEFAULT_PATHS:
             key, default = _DEFAULT_PATHS[spec.name]
+            if spec.name == "ModelCheckpoint" and args.get("save_weights_only"):
+                default = "checkpoints/best.weights.h5"  # Keras insists on this suffix for weights
             target = (run_dir / str(args.get(key, default))).resolve()
             if not target.is_relative_to(run_dir.resolve()):
                 raise ModelBuildError(f"fit.callbacks[{index}] ({spec.name}): {key} must stay inside the run directory")

@@ -7,13 +7,13 @@ history epoch by epoch, so an interrupted job keeps what it did.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from dlrun.data.dataset import Dataset
 from dlrun.data.splits import Split
-from dlrun.data.transforms import fit_pipeline
+from dlrun.data.transforms import FittedPipeline, fit_pipeline
 from dlrun.recipe.schema import Recipe
 
 
@@ -36,7 +36,6 @@ class JobContext:
     tracked: Any  # dlrun.track.mlflow_store.TrackedRun | None
     reporter: Any  # dlrun.report.Reporter
     log_model: bool = True
-    on_model_built: Callable[[Any], None] | None = None
 
 
 def _evaluate(model, x, y, batch_size: int, prefix: str) -> dict[str, float]:
@@ -44,14 +43,45 @@ def _evaluate(model, x, y, batch_size: int, prefix: str) -> dict[str, float]:
     return {f"{prefix}{k}": float(v) for k, v in values.items()}
 
 
-def run_job(ctx: JobContext, split: Split, *, epochs: int | None = None, evaluate_test: bool = True) -> JobResult:
+def preflight(recipe: Recipe, ds: Dataset, split: Split) -> tuple[FittedPipeline, list[str]]:
+    """Everything that can go wrong with the data and model, tried on a few rows before a
+    run is created: transforms fitted on the training part, the model built and compiled,
+    one tiny batch evaluated. Returns the fitted pipeline (reused by the first job) and
+    the names of the metrics the model logs (``loss``, ``accuracy``…)."""
+    import keras
+
+    from dlrun.model.builder import build_model, check_data_fits, compile_model
+
+    x_train, y_train = ds.x_train[split.train], ds.y_train[split.train]
+    pipeline = fit_pipeline(recipe.preprocessing, x_train, y_train)
+    x_few, y_few = pipeline.apply(x_train[:8], y_train[:8])
+    if split.validation is not None:
+        pipeline.apply(ds.x_train[split.validation[:8]], ds.y_train[split.validation[:8]])
+    model = build_model(recipe.model, x_few.shape[1:], name=recipe.name, input_dtype=_input_dtype(x_few))
+    compile_model(model, recipe.compile)
+    names = check_data_fits(model, x_few, y_few)
+    del model
+    keras.backend.clear_session()  # the real model starts from fresh layer names
+    keras.utils.set_random_seed(recipe.seed)  # …and from the seeded initial weights
+    return pipeline, names
+
+
+def _input_dtype(x) -> str:
+    return "int32" if np.issubdtype(np.asarray(x).dtype, np.integer) else "float32"
+
+
+def run_job(
+    ctx: JobContext, split: Split, *, epochs: int | None = None, evaluate_test: bool = True,
+    pipeline: FittedPipeline | None = None,
+) -> JobResult:
     from dlrun.model.builder import build_model, check_data_fits, compile_model
     from dlrun.track.plots import plot_history
     from dlrun.train.callbacks import build_callbacks, epoch_recorder
 
     recipe, ds, run_dir = ctx.recipe, ctx.dataset, ctx.run_dir
     x_train, y_train = ds.x_train[split.train], ds.y_train[split.train]
-    pipeline = fit_pipeline(recipe.preprocessing, x_train, y_train)  # training part only
+    if pipeline is None:
+        pipeline = fit_pipeline(recipe.preprocessing, x_train, y_train)  # training part only
     x_train, y_train = pipeline.apply(x_train, y_train)
     validation = None
     if split.validation is not None:
@@ -61,12 +91,9 @@ def run_job(ctx: JobContext, split: Split, *, epochs: int | None = None, evaluat
         test = pipeline.apply(ds.x_test, ds.y_test)
     run_dir.write_json("preprocessing.json", pipeline.state())
 
-    input_dtype = "int32" if np.issubdtype(np.asarray(x_train).dtype, np.integer) else "float32"
-    model = build_model(recipe.model, x_train.shape[1:], name=recipe.name, input_dtype=input_dtype)
+    model = build_model(recipe.model, x_train.shape[1:], name=recipe.name, input_dtype=_input_dtype(x_train))
     compile_model(model, recipe.compile)
     check_data_fits(model, x_train, y_train)
-    if ctx.on_model_built:
-        ctx.on_model_built(model)
 
     epochs = epochs or recipe.fit.epochs
 
@@ -77,7 +104,10 @@ def run_job(ctx: JobContext, split: Split, *, epochs: int | None = None, evaluat
         ctx.reporter.epoch(job, epoch, total, logs, seconds)
 
     ctx.reporter.job_started(split.name, epochs)
-    callbacks = [epoch_recorder(split.name, epochs, on_epoch)] + build_callbacks(recipe.fit.callbacks, run_dir.path)
+    callbacks = build_callbacks(recipe.fit.callbacks, run_dir.path, has_validation=validation is not None,
+                                note=ctx.reporter.note)
+    # Last, so it sees what other callbacks add to the logs (ReduceLROnPlateau's learning_rate).
+    callbacks.append(epoch_recorder(split.name, epochs, on_epoch))
     history = model.fit(
         x_train,
         y_train,

@@ -1,6 +1,7 @@
 """Evaluation protocols: how jobs are laid over splits, and how their results add up.
 
-Each protocol takes a :class:`ProtocolContext` and returns the run's summary metrics.
+A protocol is two functions: ``plan`` (the splits, computed before any run is created so a
+bad split is an input error) and ``run`` (the jobs, returning the run's summary metrics).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any, Callable
 import numpy as np
 
 from dlrun.data.splits import Split, holdout_split, kfold_splits, resolve_stratify
+from dlrun.errors import UsageError, did_you_mean
 from dlrun.recipe.schema import Recipe
 from dlrun.train.job import JobContext, JobResult, run_job
 
@@ -25,22 +27,20 @@ def lower_is_better(metric: str) -> bool:
 class ProtocolContext:
     recipe: Recipe
     dataset: Any  # dlrun.data.dataset.Dataset
+    splits: list[Split]
     run_dir: Any  # RunDir
     tracker: Any  # Tracker | None
     tracked: Any  # TrackedRun | None (the run itself, the parent for folds)
     reporter: Any
+    first_pipeline: Any = None  # fitted on splits[0] by the preflight; reused by its job
 
     def job_context(self, run_dir, tracked) -> JobContext:
         return JobContext(
             self.recipe, self.dataset, run_dir, tracked, self.reporter, log_model=self.recipe.tracking.log_model
         )
 
-
-def _log_outputs(tracked, run_dir, model=None) -> None:
-    if tracked is None:
-        return
-    if model is not None and run_dir.file("model.keras").exists():
-        tracked.log_keras_model(model, name="model")
+    def pipeline_for(self, split: Split):
+        return self.first_pipeline if split is self.splits[0] else None
 
 
 def final_metrics(result: JobResult) -> dict[str, float]:
@@ -49,25 +49,16 @@ def final_metrics(result: JobResult) -> dict[str, float]:
     return {f"final_{k}" if k in result.history else k: v for k, v in result.metrics.items()}
 
 
-def run_holdout(ctx: ProtocolContext) -> dict[str, float]:
-    recipe = ctx.recipe
-    split = holdout_split(len(ctx.dataset.y_train), recipe.data.split.validation, recipe.seed)
-    ctx.run_dir.write_json("splits.json", _split_record([split], ctx.dataset))
-    result = run_job(ctx.job_context(ctx.run_dir, ctx.tracked), split)
-    summary = final_metrics(result)
-    summary.update(_best_epoch(result.history, "val_loss" if "val_loss" in result.history else "loss"))
-    summary["epochs_run"] = result.epochs_run
-    if ctx.tracked is not None:
-        ctx.tracked.log_metrics(summary)
-    _log_outputs(ctx.tracked, ctx.run_dir, result.model if recipe.tracking.log_model else None)
-    return summary
+def _log_model(tracked, run_dir, model) -> None:
+    if tracked is not None and model is not None and run_dir.file("model.keras").exists():
+        tracked.log_keras_model(model, name="model")
 
 
-def _best_epoch(history: dict[str, list[float]], monitor: str) -> dict[str, float]:
-    curve = history.get(monitor)
-    if not curve:
+def _best_epoch(curve: list[float] | None, monitor: str) -> dict[str, float]:
+    """The best epoch (1-based) of a curve and its value; nothing when the curve is all NaN."""
+    if not curve or not np.isfinite(np.asarray(curve, dtype=float)).any():
         return {}
-    values = np.asarray(curve, dtype=float)
+    values = np.where(np.isfinite(curve), curve, np.nan)
     index = int(np.nanargmin(values) if lower_is_better(monitor) else np.nanargmax(values))
     return {"best_epoch": index + 1, f"best_{monitor}": float(values[index])}
 
@@ -85,6 +76,47 @@ def _split_record(splits: list[Split], dataset) -> dict:
     return record
 
 
+# --------------------------------------------------------------------------- hold-out
+
+
+def plan_holdout(recipe: Recipe, dataset) -> list[Split]:
+    return [holdout_split(len(dataset.y_train), recipe.data.split.validation, recipe.seed)]
+
+
+def run_holdout(ctx: ProtocolContext) -> dict[str, float]:
+    (split,) = ctx.splits
+    ctx.run_dir.write_json("splits.json", _split_record(ctx.splits, ctx.dataset))
+    result = run_job(ctx.job_context(ctx.run_dir, ctx.tracked), split, pipeline=ctx.pipeline_for(split))
+    summary = final_metrics(result)
+    monitor = "val_loss" if "val_loss" in result.history else "loss"
+    summary.update(_best_epoch(result.history.get(monitor), monitor))
+    summary["epochs_run"] = result.epochs_run
+    if ctx.tracked is not None:
+        ctx.tracked.log_metrics(summary)
+        _log_model(ctx.tracked, ctx.run_dir, result.model if ctx.recipe.tracking.log_model else None)
+    return summary
+
+
+# --------------------------------------------------------------------------- K-fold
+
+
+def plan_kfold(recipe: Recipe, dataset) -> list[Split]:
+    spec = recipe.evaluation
+    stratify = resolve_stratify(spec.stratify, dataset.y_train, recipe.compile.loss.name)
+    return kfold_splits(dataset.y_train, spec.k, spec.shuffle, stratify, recipe.seed, spec.repeats)
+
+
+def check_kfold_monitor(recipe: Recipe, logged: list[str]) -> None:
+    """``evaluation.monitor`` must name a curve the folds will log (checked in the preflight)."""
+    curves = [*logged, *(f"val_{name}" for name in logged)]
+    monitor = recipe.evaluation.monitor
+    if monitor not in curves:
+        raise UsageError(
+            f"evaluation.monitor: '{monitor}' is not a metric this model logs{did_you_mean(monitor, curves)} "
+            f"(it logs: {', '.join(curves)})"
+        )
+
+
 def average_curves(histories: list[dict[str, list[float]]]) -> tuple[dict, dict]:
     """Per-epoch mean and std over folds (the book's Listing 3.29). Folds stopped early
     contribute to the epochs they ran."""
@@ -98,19 +130,23 @@ def average_curves(histories: list[dict[str, list[float]]]) -> tuple[dict, dict]
     return mean, std
 
 
-def run_kfold(ctx: ProtocolContext) -> dict[str, float]:
-    from dlrun.track.plots import plot_kfold_curves
+def best_mean_epoch(histories: list[dict[str, list[float]]], monitor: str) -> dict[str, float]:
+    """The best epoch of the fold-averaged ``monitor`` curve, among the epochs every fold
+    reached (a late epoch seen by one long-running fold is no average)."""
+    common = min(len(h.get(monitor, [])) for h in histories)
+    mean, _ = average_curves([{monitor: h[monitor][:common]} for h in histories if monitor in h])
+    return _best_epoch(mean.get(monitor), monitor)
 
+
+def run_kfold(ctx: ProtocolContext) -> dict[str, float]:
     recipe, spec = ctx.recipe, ctx.recipe.evaluation
-    y = ctx.dataset.y_train
-    stratify = resolve_stratify(spec.stratify, y, recipe.compile.loss.name)
-    splits = kfold_splits(y, spec.k, spec.shuffle, stratify, recipe.seed, spec.repeats)
-    ctx.run_dir.write_json("splits.json", _split_record(splits, ctx.dataset))
+    ctx.run_dir.write_json("splits.json", _split_record(ctx.splits, ctx.dataset))
     if ctx.tracked is not None:
-        ctx.tracked.set_tags({"dlrun.stratified": str(stratify).lower(), "dlrun.folds": str(len(splits))})
+        stratified = resolve_stratify(spec.stratify, ctx.dataset.y_train, recipe.compile.loss.name)
+        ctx.tracked.set_tags({"dlrun.folds": str(len(ctx.splits)), "dlrun.stratified": str(stratified).lower()})
 
     results: list[JobResult] = []
-    for split in splits:
+    for split in ctx.splits:
         results.append(_run_fold(ctx, split))
         _clear_session()
 
@@ -119,28 +155,32 @@ def run_kfold(ctx: ProtocolContext) -> dict[str, float]:
         values = [r.metrics[key] for r in results if key in r.metrics]
         summary[f"cv_{key}_mean"] = float(np.mean(values))
         summary[f"cv_{key}_std"] = float(np.std(values))
-    mean, std = average_curves([r.history for r in results])
-    monitor = spec.monitor if spec.monitor in mean else "loss"
-    best = _best_epoch(mean, monitor)
-    summary.update({k.replace(f"best_{monitor}", f"best_mean_{monitor}"): v for k, v in best.items()})
-    ctx.run_dir.write_json("kfold_curves.json", {"mean": mean, "std": std, "monitor": monitor})
-    plot_kfold_curves(
-        {k: v for k, v in mean.items() if k.startswith("val_")} or mean,
-        std,
-        ctx.run_dir.file("kfold_curves.png"),
-        title=f"{recipe.name} — {len(splits)}-fold validation",
-        best_epoch=best.get("best_epoch"),
-    )
+    histories = [r.history for r in results]
+    mean, std = average_curves(histories)
+    best = best_mean_epoch(histories, spec.monitor)
+    summary.update({k.replace(f"best_{spec.monitor}", f"best_mean_{spec.monitor}"): v for k, v in best.items()})
+    ctx.run_dir.write_json("kfold_curves.json", {"mean": mean, "std": std, "monitor": spec.monitor})
+    _plot_kfold(ctx, mean, std, best.get("best_epoch"))
     if ctx.tracked is not None:
         for epoch in range(max(len(v) for v in mean.values())):
-            ctx.tracked.log_epoch(
-                {f"cv_mean_{k}": v[epoch] for k, v in mean.items() if epoch < len(v)}, step=epoch + 1
-            )
+            ctx.tracked.log_epoch({f"cv_mean_{k}": v[epoch] for k, v in mean.items() if epoch < len(v)}, step=epoch + 1)
     if spec.refit and "best_epoch" in best:
         summary.update(_refit(ctx, int(best["best_epoch"])))
     if ctx.tracked is not None:
         ctx.tracked.log_metrics(summary)
     return summary
+
+
+def _plot_kfold(ctx: ProtocolContext, mean: dict, std: dict, best_epoch: int | None) -> None:
+    from dlrun.track.plots import plot_kfold_curves
+
+    plot_kfold_curves(
+        {k: v for k, v in mean.items() if k.startswith("val_")} or mean,
+        std,
+        ctx.run_dir.file("kfold_curves.png"),
+        title=f"{ctx.recipe.name} — {len(ctx.splits)}-fold validation",
+        best_epoch=best_epoch,
+    )
 
 
 def _run_fold(ctx: ProtocolContext, split: Split) -> JobResult:
@@ -152,7 +192,13 @@ def _run_fold(ctx: ProtocolContext, split: Split) -> JobResult:
         )
     fold_dir.write_status("RUNNING", mlflow_run_id=getattr(child, "run_id", None))
     try:
-        result = run_job(ctx.job_context(fold_dir, child), split, evaluate_test=False)
+        result = run_job(ctx.job_context(fold_dir, child), split, evaluate_test=False,
+                         pipeline=ctx.pipeline_for(split))
+        fold_dir.write_status("FINISHED", error=None)
+        if child is not None:
+            child.log_metrics(final_metrics(result))
+            _log_model(child, fold_dir, result.model if ctx.recipe.tracking.log_model else None)
+            child.log_artifacts(fold_dir.path)
     except KeyboardInterrupt:
         _end(child, fold_dir, "KILLED", "interrupted")
         raise
@@ -160,21 +206,22 @@ def _run_fold(ctx: ProtocolContext, split: Split) -> JobResult:
         _end(child, fold_dir, "FAILED", f"{type(exc).__name__}: {exc}")
         raise
     if child is not None:
-        child.log_metrics(final_metrics(result))
-        _log_outputs(child, fold_dir, result.model if ctx.recipe.tracking.log_model else None)
-        child.log_artifacts(fold_dir.path)
-    _end(child, fold_dir, "FINISHED", None)
+        child.end("FINISHED")
+    result.model = None  # k × repeats models need not stay in memory
     return result
 
 
 def _refit(ctx: ProtocolContext, epochs: int) -> dict[str, float]:
-    """Train on all training data for the best averaged epoch, evaluate on the test split."""
+    """Train on all training data for the best averaged epoch, evaluate on the test split
+    (the book's Listing 3.31); its model is the run's model."""
     split = Split("final", np.arange(len(ctx.dataset.y_train)), None)
     final_dir = ctx.run_dir.child("final")
+    ctx.reporter.note(f"refit on all {len(split.train)} training samples for {epochs} epochs")
     result = run_job(ctx.job_context(final_dir, None), split, epochs=epochs)
     if ctx.tracked is not None:
         ctx.tracked.log_artifacts(final_dir.path, "final")
-    return {f"final_{k}": v for k, v in result.metrics.items()}
+        _log_model(ctx.tracked, final_dir, result.model if ctx.recipe.tracking.log_model else None)
+    return {**result.metrics, "refit_epochs": epochs}
 
 
 def _end(tracked, run_dir, status: str, error: str | None) -> None:
@@ -189,7 +236,13 @@ def _clear_session() -> None:
     keras.backend.clear_session()  # a fresh graph per fold keeps memory flat
 
 
-PROTOCOLS: dict[str, Callable[[ProtocolContext], dict[str, float]]] = {
-    "holdout": run_holdout,
-    "kfold": run_kfold,
+@dataclass(frozen=True)
+class Protocol:
+    plan: Callable[[Recipe, Any], list[Split]]
+    run: Callable[[ProtocolContext], dict[str, float]]
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    "holdout": Protocol(plan_holdout, run_holdout),
+    "kfold": Protocol(plan_kfold, run_kfold),
 }

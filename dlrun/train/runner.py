@@ -53,7 +53,8 @@ def run_recipe(
     from dlrun.data.splits import apply_test_split
     from dlrun.report import Reporter
     from dlrun.track.rundir import RunDir
-    from dlrun.train.protocols import PROTOCOLS, ProtocolContext
+    from dlrun.train.job import preflight
+    from dlrun.train.protocols import PROTOCOLS, ProtocolContext, check_kfold_monitor
 
     recipe = loaded.recipe
     reporter = reporter or Reporter()
@@ -61,9 +62,15 @@ def run_recipe(
     output_root = Path(output_root).resolve()
     experiment = recipe.tracking.experiment or recipe.name
 
-    dataset = load_dataset(recipe.data, loaded.base_dir, recipe.seed)  # DataError before anything is created
+    # Input errors (data, splits, transforms, model shape) surface here, before anything is created.
+    dataset = load_dataset(recipe.data, loaded.base_dir, recipe.seed)
     dataset = apply_test_split(dataset, recipe.data.split, recipe.seed)
     configure_runtime(recipe.seed)
+    protocol = PROTOCOLS[recipe.evaluation.protocol]
+    splits = protocol.plan(recipe, dataset)
+    first_pipeline, logged = preflight(recipe, dataset, splits[0])
+    if recipe.evaluation.protocol == "kfold":
+        check_kfold_monitor(recipe, logged)
 
     run_dir = RunDir.create(output_root, experiment, recipe.tracking.run_name)
     summary = RunSummary(None, str(run_dir.path), experiment, recipe.name, recipe.evaluation.protocol, "RUNNING")
@@ -76,8 +83,8 @@ def run_recipe(
         run_dir.write_status("RUNNING", mlflow_run_id=summary.run_id, tracking_uri=summary.tracking_uri,
                              seed=recipe.seed)
         reporter.run_started({"protocol": summary.protocol, "recipe": recipe.name, "run_dir": summary.run_dir})
-        ctx = ProtocolContext(recipe, dataset, run_dir, tracker, tracked, reporter)
-        summary.metrics = PROTOCOLS[recipe.evaluation.protocol](ctx)
+        ctx = ProtocolContext(recipe, dataset, splits, run_dir, tracker, tracked, reporter, first_pipeline)
+        summary.metrics = protocol.run(ctx)
     except KeyboardInterrupt as exc:
         _finish(summary, run_dir, tracked, "KILLED", f"interrupted ({_signal_name(exc)})")
         reporter.close()
@@ -115,8 +122,14 @@ def _start_tracking(loaded: LoadedRecipe, output_root: Path, experiment: str, tr
         "dlrun.run_dir": str(run_dir.path),
         **recipe.tracking.tags,
     }
-    tracked = tracker.start_run(recipe.tracking.run_name, tags)
-    tracked.log_params(flatten_params(loaded.resolved))
+    # MLflow would pick a random name from Python's random module, which the run seed fixes.
+    run_name = recipe.tracking.run_name or f"{recipe.name}-{run_dir.path.name.rsplit('-', 1)[-1]}"
+    tracked = tracker.start_run(run_name, tags)
+    try:
+        tracked.log_params(flatten_params(loaded.resolved))
+    except BaseException as exc:
+        tracked.end("FAILED", f"{type(exc).__name__}: {exc}")
+        raise
     return tracker, tracked
 
 
