@@ -63,8 +63,8 @@ class HoldoutPart(Strict):
     ``fraction`` (seeded by the recipe seed).
     """
 
-    first: int | None = Field(default=None, ge=1, lt=2**31)
-    last: int | None = Field(default=None, ge=1, lt=2**31)
+    first: int | None = Field(strict=True, default=None, ge=1, lt=2**31)
+    last: int | None = Field(strict=True, default=None, ge=1, lt=2**31)
     fraction: float | None = Field(default=None, gt=0, lt=1)
     shuffle: bool | None = None  # fraction only; default true
 
@@ -95,7 +95,7 @@ class _DataBase(Strict):
         description="shuffle the training rows once at load (seeded), before 'limit' and the splits; "
         "for sources stored in class order (iris, wine) whose first/last rows are one class",
     )
-    limit: int | None = Field(
+    limit: int | None = Field(strict=True, 
         default=None, ge=1, description="use only the first N training samples (before a test part is taken)"
     )
 
@@ -154,7 +154,7 @@ class MultiHot(_TransformBase):
     """The book's ``vectorize_sequences``: integer sequences → 0/1 vectors of ``dimension``."""
 
     transform: Literal["multi_hot"]
-    dimension: int = Field(ge=1, lt=2**31)
+    dimension: int = Field(strict=True, ge=1, lt=2**31)
 
 
 class OneHot(_TransformBase):
@@ -162,7 +162,7 @@ class OneHot(_TransformBase):
 
     transform: Literal["one_hot"]
     apply_to: Literal["x", "y"] = "y"
-    num_classes: int | None = Field(default=None, ge=2)
+    num_classes: int | None = Field(strict=True, default=None, ge=2)
 
 
 class Standardize(_TransformBase):
@@ -190,7 +190,7 @@ class PadSequences(_TransformBase):
     """``keras.utils.pad_sequences`` to ``maxlen``."""
 
     transform: Literal["pad_sequences"]
-    maxlen: int = Field(ge=1, lt=2**31)
+    maxlen: int = Field(strict=True, ge=1, lt=2**31)
     padding: Literal["pre", "post"] = "pre"
     truncating: Literal["pre", "post"] = "pre"
     value: float = 0.0
@@ -220,8 +220,8 @@ class CompileSpec(Strict):
 
 
 class FitSpec(Strict):
-    epochs: int = Field(default=10, ge=1, lt=2**31)
-    batch_size: int = Field(default=32, ge=1, lt=2**31)
+    epochs: int = Field(strict=True, default=10, ge=1, lt=2**31)
+    batch_size: int = Field(strict=True, default=32, ge=1, lt=2**31)
     shuffle: bool = True
     callbacks: list[KerasObject] = Field(default_factory=list)
 
@@ -244,10 +244,10 @@ class KFold(Strict):
     """
 
     protocol: Literal["kfold"]
-    k: int = Field(default=5, ge=2, lt=2**31)
+    k: int = Field(strict=True, default=5, ge=2, lt=2**31)
     shuffle: bool = True
     stratify: Literal["auto"] | bool = "auto"
-    repeats: int = Field(default=1, ge=1, lt=2**31)
+    repeats: int = Field(strict=True, default=1, ge=1, lt=2**31)
     monitor: str = "val_loss"
     refit: bool = False
 
@@ -278,7 +278,7 @@ class TrackingSpec(Strict):
 class Recipe(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     description: str = ""
-    seed: int = Field(default=42, ge=0, lt=2**32)
+    seed: int = Field(strict=True, default=42, ge=0, lt=2**32)
     data: DataSpec
     preprocessing: list[TransformSpec] = Field(default_factory=list)
     model: SequentialModel
