@@ -132,6 +132,9 @@ def test_validate_many_and_show(tmp_path, tiny, recipes_dir):
     result = dlrun("show", str(recipes_dir / "reuters_dense.yaml"), cwd=tmp_path)  # shape known without data
     assert result.returncode == 0, result.stderr
     assert "647,214" in result.stdout  # the book's Reuters network
+    result = dlrun("show", str(recipes_dir / "boston_housing.yaml"), cwd=tmp_path)  # shape read from the data
+    assert result.returncode == 0, result.stderr
+    assert "5,121" in result.stdout  # 13→64→64→1: 896 + 4,160 + 65
 
 
 def test_kfold_command_turns_any_recipe_into_kfold(tmp_path, tiny):
