@@ -64,7 +64,7 @@ def instrument():
     patching the defining module is seen (job.py's top-level imports are patched in job)."""
     import keras
     import dlrun.data.sources as src, dlrun.data.splits as splits, dlrun.data.transforms as tr
-    import dlrun.model.builder as builder, dlrun.track.plots as plots, dlrun.track.rundir as rundir, dlrun.train.job as job
+    import dlrun.model.builder as builder, dlrun.track.plots as plots, dlrun.track.rundir as rundir, dlrun.training.job as job
     from dlrun.track.mlflow_store import Tracker, TrackedRun
     RunDir = rundir.RunDir
 
@@ -145,7 +145,7 @@ def run_baseline(loaded, out_dir: Path) -> dict:
 
 
 def run_dlrun(loaded, output_root: Path) -> dict:
-    from dlrun.train.runner import run_recipe
+    from dlrun.training.runner import run_recipe
 
     class EpochLog(Reporter):  # silent; keeps the seconds dlrun measures per epoch (on_epoch_begin→end)
         def __init__(self):

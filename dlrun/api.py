@@ -37,8 +37,8 @@ def train(
     recipe: str | Path, overrides: Iterable[str] = (), *, output_root: str | Path = "artifacts",
     tracking_uri: str | None = None, reporter=None,
 ):
-    """Run a recipe under its own protocol; returns a :class:`dlrun.train.runner.RunSummary`."""
-    from dlrun.train.runner import run_recipe
+    """Run a recipe under its own protocol; returns a :class:`dlrun.training.runner.RunSummary`."""
+    from dlrun.training.runner import run_recipe
 
     loaded = load_recipe(recipe, overrides)
     return run_recipe(loaded, output_root=Path(output_root), tracking_uri=tracking_uri, reporter=reporter,

@@ -55,7 +55,7 @@ def _err(text: str) -> None:
 def _user_errors(debug: bool, json_out: bool = False) -> Iterator[None]:
     """Map every failure to one clear message and an exit code; tracebacks only with --debug.
     With --json, stdout still gets one JSON object saying what happened."""
-    from dlrun.train.runner import RunInterrupted
+    from dlrun.training.runner import RunInterrupted
 
     try:
         yield
@@ -122,7 +122,7 @@ def _run(recipe: Path, overrides: list[str], output_root: Path, tracking_uri, js
     with _user_errors(debug, json_out):
         loaded = _load(recipe, overrides)
         from dlrun.report import make_reporter
-        from dlrun.train.runner import run_recipe
+        from dlrun.training.runner import run_recipe
 
         reporter = make_reporter(quiet=quiet, json_mode=json_out)
         summary = run_recipe(
@@ -221,7 +221,18 @@ def main() -> None:
     # TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notes) is not for users.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    app()
+    if "--json" not in sys.argv[1:]:
+        app()
+        return
+    try:  # --json: even a command-line usage error answers with one JSON object
+        code = app(standalone_mode=False)
+    except Exception as exc:  # Typer vendors click: recognise its usage errors by their interface
+        if not (hasattr(exc, "show") and hasattr(exc, "format_message")):
+            raise
+        exc.show()
+        code = getattr(exc, "exit_code", EXIT_USAGE)
+        print(json_dumps({"status": "INVALID", "error": exc.format_message(), "exit_code": code}), flush=True)
+    sys.exit(code or 0)
 
 
 if __name__ == "__main__":

@@ -145,6 +145,9 @@ def test_kfold_command_turns_any_recipe_into_kfold(tmp_path, tiny):
     assert {"cv_val_accuracy_mean", "cv_val_accuracy_std", "best_epoch"} <= set(summary["metrics"])
     assert sorted(p.name for p in (Path(summary["run_dir"]) / "folds").iterdir()) == ["fold_1", "fold_2"]
     assert result.stderr.strip() == ""  # --quiet
+    result = dlrun("kfold", str(tiny), "--k", "1", "--json", cwd=tmp_path)
+    assert result.returncode == 2 and json.loads(result.stdout)["status"] == "INVALID"
+    assert "--k" in result.stderr
 
 
 @pytest.mark.parametrize("sig, code, status", [(signal.SIGINT, 130, "KILLED"), (signal.SIGTERM, 143, "KILLED")])

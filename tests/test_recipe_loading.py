@@ -279,3 +279,14 @@ def test_value_errors_in_overrides(tmp_path, override, expected):
 def test_empty_recipe_is_located_in_its_file(tmp_path):
     path = write(tmp_path, "# only a comment\n")
     assert errors_of(path)[0].startswith(f"{path}:1:1: missing required key")
+
+
+def test_compile_metric_words_take_no_arguments(tmp_path):
+    (message,) = errors_of(write(tmp_path, GOOD), ["compile.metrics=[{accuracy: {name: acc}}]"])
+    assert "'accuracy' lets Keras pick the variant that fits the loss" in message
+
+
+def test_a_tag_named_like_a_section_kind_still_merges(tmp_path):
+    write(tmp_path, GOOD.replace("name: tiny\n", "") + "tracking: {tags: {team: nlp, source: base}}\n", "base.yaml")
+    loaded = load_recipe(write(tmp_path, "extends: base.yaml\ntracking: {tags: {source: child}}\n"))
+    assert loaded.recipe.tracking.tags == {"team": "nlp", "source": "child"}

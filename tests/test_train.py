@@ -11,7 +11,7 @@ import pytest
 
 from dlrun.errors import ModelBuildError
 from dlrun.recipe.loading import load_recipe
-from dlrun.train.runner import run_recipe
+from dlrun.training.runner import run_recipe
 
 IRIS = """\
 name: iris_holdout
@@ -244,9 +244,23 @@ def test_learning_rate_changes_are_recorded_and_a_diverged_run_still_finishes(tm
 
 
 def test_best_mean_epoch_uses_epochs_every_fold_reached():
-    from dlrun.train.protocols import best_mean_epoch
+    from dlrun.training.protocols import best_mean_epoch
 
     histories = [{"val_loss": [1.0, 0.9]}, {"val_loss": [1.1, 0.95]}, {"val_loss": [0.3, 0.25, 0.2, 0.1]}]
     assert best_mean_epoch(histories, "val_loss") == {"best_epoch": 2, "best_val_loss": pytest.approx(0.7)}
-    assert best_mean_epoch([{"val_acc": [0.5, 0.9, 0.7]}], "val_acc")["best_epoch"] == 2
+    assert best_mean_epoch([{"val_acc": [0.5, 0.9, 0.7]}], "val_acc", "max")["best_epoch"] == 2
     assert best_mean_epoch([{"loss": [float("nan")] * 3}], "loss") == {}
+
+
+def test_monitor_direction_comes_from_keras_or_the_recipe(tmp_path):
+    from dlrun.training.protocols import monitor_mode
+
+    path = tmp_path / "r.yaml"
+    path.write_text(BOSTON_KFOLD)
+    metrics = "compile.metrics=[{LogCoshError: {name: logc}}, AUC, {MeanAbsoluteError: {name: abs_err}}]"
+    recipe = load_recipe(path, [metrics]).recipe
+    assert monitor_mode(recipe, "val_logc") == "min"
+    assert monitor_mode(recipe, "val_abs_err") == "min"
+    assert monitor_mode(recipe, "val_AUC") == "max"
+    assert monitor_mode(recipe, "val_loss") == "min"
+    assert monitor_mode(load_recipe(path, [metrics, "evaluation.mode=max"]).recipe, "val_logc") == "max"

@@ -74,6 +74,10 @@ def check_object(
         return
     entry = table[canonical]
     arg_path = path if isinstance(value, str) else path + (name,)
+    if entry.get("compile_alias") and args:
+        yield arg_path, (f"'{name}' lets Keras pick the variant that fits the loss and takes no arguments; "
+                         f"to pass arguments name the class, e.g. SparseCategoricalAccuracy"), True
+        return
     if entry.get("function") and args:
         yield arg_path, f"{name} is a function and takes no arguments; use its class form to pass arguments", True
         return

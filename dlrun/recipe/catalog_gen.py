@@ -82,7 +82,9 @@ def build_catalog() -> dict:
     optimizers = _classes(keras.optimizers, keras.optimizers.Optimizer)
     metrics = named_objects(METRICS, keras.metrics.Metric)
     for name in _COMPILE_METRIC_STRINGS:
-        metrics.setdefault(name, {"args": [], "required": [], "function": True})
+        # compile() picks the binary/categorical/sparse variant from the loss for these words,
+        # so they cannot carry arguments (keras.metrics.Accuracy would be exact equality).
+        metrics[name] = {"args": [], "required": [], "function": True, "compile_alias": True}
     return {
         "keras_version": keras.__version__,
         "layers": _classes(keras.layers, keras.layers.Layer),

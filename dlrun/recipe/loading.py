@@ -42,8 +42,8 @@ def _issue(source: SourceMap, path: Path_, message: str, at_key: bool = False) -
 # Values that are one thing, not a section: a child recipe's value replaces the base's whole.
 _REPLACED_WHOLE = {("compile", "optimizer"), ("compile", "loss"), ("data", "split", "test"),
                    ("data", "split", "validation")}
-# Keys that choose the kind of a section; when the kind changes, its other keys mean nothing.
-_KIND_KEYS = ("source", "protocol", "transform", "type")
+# The key that chooses a section's kind; when the kind changes, its other keys mean nothing.
+_KIND_KEYS = {("data",): "source", ("evaluation",): "protocol", ("model",): "type"}
 
 
 def deep_merge(base: Any, override: Any, path: Path_ = ()) -> Any:
@@ -51,7 +51,8 @@ def deep_merge(base: Any, override: Any, path: Path_ = ()) -> Any:
     (``source``, ``protocol``…) changes are replaced whole."""
     if not (isinstance(base, dict) and isinstance(override, dict)) or path in _REPLACED_WHOLE:
         return override
-    if any(k in base and k in override and base[k] != override[k] for k in _KIND_KEYS):
+    kind = _KIND_KEYS.get(path)
+    if kind and kind in base and kind in override and base[kind] != override[kind]:
         return override
     merged = dict(base)
     for key, value in override.items():

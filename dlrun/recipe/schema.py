@@ -249,6 +249,9 @@ class KFold(Strict):
     stratify: Literal["auto"] | bool = "auto"
     repeats: int = Field(strict=True, default=1, ge=1, lt=2**31)
     monitor: str = "val_loss"
+    mode: Literal["auto", "min", "max"] = Field(
+        default="auto", description="whether a lower or higher monitor is better; auto asks Keras' metric"
+    )
     refit: bool = False
 
     @model_validator(mode="after")

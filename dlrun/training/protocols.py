@@ -14,13 +14,35 @@ import numpy as np
 from dlrun.data.splits import Split, holdout_split, kfold_splits, resolve_stratify
 from dlrun.errors import UsageError, did_you_mean
 from dlrun.recipe.schema import Recipe
-from dlrun.train.job import JobContext, JobResult, run_job
+from dlrun.training.job import JobContext, JobResult, run_job
 
-_LOWER_IS_BETTER = ("loss", "error", "mae", "mse", "mape", "msle", "hinge", "crossentropy", "divergence")
+_LOWER_IS_BETTER = ("loss", "error", "mae", "mse", "mape", "msle", "hinge", "crossentropy", "divergence",
+                    "logcosh", "poisson", "false_")
 
 
 def lower_is_better(metric: str) -> bool:
     return any(word in metric.lower() for word in _LOWER_IS_BETTER)
+
+
+def monitor_mode(recipe: Recipe, monitor: str) -> str:
+    """``min`` or ``max``: the recipe's ``evaluation.mode``, else the direction Keras gives the
+    metric (``_direction`` up/down), else a guess from its name."""
+    mode = getattr(recipe.evaluation, "mode", "auto")
+    if mode != "auto":
+        return mode
+    name = monitor.removeprefix("val_")
+    if name != "loss":
+        import keras
+
+        for spec in recipe.compile.metrics:
+            if name in (spec.name, spec.args.get("name")):
+                try:
+                    direction = getattr(keras.metrics.get(spec.name), "_direction", None)
+                except ValueError:
+                    direction = None
+                if direction in ("up", "down"):
+                    return "max" if direction == "up" else "min"
+    return "min" if lower_is_better(name) else "max"
 
 
 @dataclass
@@ -54,12 +76,12 @@ def _log_model(tracked, run_dir, model) -> None:
         tracked.log_keras_model(model, name="model")
 
 
-def _best_epoch(curve: list[float] | None, monitor: str) -> dict[str, float]:
+def _best_epoch(curve: list[float] | None, monitor: str, mode: str = "min") -> dict[str, float]:
     """The best epoch (1-based) of a curve and its value; nothing when the curve is all NaN."""
     if not curve or not np.isfinite(np.asarray(curve, dtype=float)).any():
         return {}
     values = np.where(np.isfinite(curve), curve, np.nan)
-    index = int(np.nanargmin(values) if lower_is_better(monitor) else np.nanargmax(values))
+    index = int(np.nanargmin(values) if mode == "min" else np.nanargmax(values))
     return {"best_epoch": index + 1, f"best_{monitor}": float(values[index])}
 
 
@@ -130,12 +152,12 @@ def average_curves(histories: list[dict[str, list[float]]]) -> tuple[dict, dict]
     return mean, std
 
 
-def best_mean_epoch(histories: list[dict[str, list[float]]], monitor: str) -> dict[str, float]:
+def best_mean_epoch(histories: list[dict[str, list[float]]], monitor: str, mode: str = "min") -> dict[str, float]:
     """The best epoch of the fold-averaged ``monitor`` curve, among the epochs every fold
     reached (a late epoch seen by one long-running fold is no average)."""
     common = min(len(h.get(monitor, [])) for h in histories)
     mean, _ = average_curves([{monitor: h[monitor][:common]} for h in histories if monitor in h])
-    return _best_epoch(mean.get(monitor), monitor)
+    return _best_epoch(mean.get(monitor), monitor, mode)
 
 
 def run_kfold(ctx: ProtocolContext) -> dict[str, float]:
@@ -157,7 +179,7 @@ def run_kfold(ctx: ProtocolContext) -> dict[str, float]:
         summary[f"cv_{key}_std"] = float(np.std(values))
     histories = [r.history for r in results]
     mean, std = average_curves(histories)
-    best = best_mean_epoch(histories, spec.monitor)
+    best = best_mean_epoch(histories, spec.monitor, monitor_mode(recipe, spec.monitor))
     summary.update({k.replace(f"best_{spec.monitor}", f"best_mean_{spec.monitor}"): v for k, v in best.items()})
     ctx.run_dir.write_json("kfold_curves.json", {"mean": mean, "std": std, "monitor": spec.monitor})
     _plot_kfold(ctx, mean, std, best.get("best_epoch"))

@@ -55,8 +55,12 @@ def preflight(recipe: Recipe, ds: Dataset, split: Split) -> tuple[FittedPipeline
     x_train, y_train = ds.x_train[split.train], ds.y_train[split.train]
     pipeline = fit_pipeline(recipe.preprocessing, x_train, y_train)
     x_few, y_few = pipeline.apply(x_train[:8], y_train[:8])
+    # Feature transforms are tried on a few rows (they can be large: multi_hot), label
+    # transforms on every validation and test label (a class the training part never saw).
     if split.validation is not None:
-        pipeline.apply(ds.x_train[split.validation[:8]], ds.y_train[split.validation[:8]])
+        pipeline.apply(ds.x_train[split.validation[:8]], ds.y_train[split.validation])
+    if ds.x_test is not None:
+        pipeline.apply(ds.x_test[:8], ds.y_test)
     model = build_model(recipe.model, x_few.shape[1:], name=recipe.name, input_dtype=_input_dtype(x_few))
     compile_model(model, recipe.compile)
     names = check_data_fits(model, x_few, y_few)
@@ -76,7 +80,7 @@ def run_job(
 ) -> JobResult:
     from dlrun.model.builder import build_model, check_data_fits, compile_model
     from dlrun.track.plots import plot_history
-    from dlrun.train.callbacks import build_callbacks, epoch_recorder
+    from dlrun.training.callbacks import build_callbacks, epoch_recorder
 
     recipe, ds, run_dir = ctx.recipe, ctx.dataset, ctx.run_dir
     x_train, y_train = ds.x_train[split.train], ds.y_train[split.train]

@@ -53,8 +53,8 @@ def run_recipe(
     from dlrun.data.splits import apply_test_split
     from dlrun.report import Reporter
     from dlrun.track.rundir import RunDir
-    from dlrun.train.job import preflight
-    from dlrun.train.protocols import PROTOCOLS, ProtocolContext, check_kfold_monitor
+    from dlrun.training.job import preflight
+    from dlrun.training.protocols import PROTOCOLS, ProtocolContext, check_kfold_monitor
 
     recipe = loaded.recipe
     reporter = reporter or Reporter()
@@ -85,6 +85,8 @@ def run_recipe(
         reporter.run_started({"protocol": summary.protocol, "recipe": recipe.name, "run_dir": summary.run_dir})
         ctx = ProtocolContext(recipe, dataset, splits, run_dir, tracker, tracked, reporter, first_pipeline)
         summary.metrics = protocol.run(ctx)
+        run_dir.write_json("summary.json", summary.metrics)
+        _finish(summary, run_dir, tracked, "FINISHED", None)
     except KeyboardInterrupt as exc:
         _finish(summary, run_dir, tracked, "KILLED", f"interrupted ({_signal_name(exc)})")
         reporter.close()
@@ -94,8 +96,6 @@ def run_recipe(
         reporter.close()
         exc.run_summary = summary  # lets the CLI's --json say which run failed
         raise
-    run_dir.write_json("summary.json", summary.metrics)
-    _finish(summary, run_dir, tracked, "FINISHED", None)
     reporter.run_finished(summary.to_dict())
     return summary
 
