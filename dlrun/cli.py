@@ -24,6 +24,11 @@ app = typer.Typer(
     help="Run deep-learning experiments declared as YAML recipes (Keras 3 on TensorFlow, tracked in MLflow).",
     no_args_is_help=True,
     rich_markup_mode="rich",
+    epilog=(
+        "Examples:  [cyan]dlrun train recipes/quickstart.yaml[/] · "
+        "[cyan]dlrun kfold recipes/boston_housing.yaml --k 4[/] · "
+        "[cyan]dlrun validate recipes/*.yaml[/] · [cyan]dlrun show recipes/reuters_dense.yaml[/]"
+    ),
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
