@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 import traceback
 from contextlib import contextmanager
@@ -108,14 +107,6 @@ def json_dumps(obj) -> str:
     return json.dumps(clean(obj), allow_nan=False)
 
 
-class _Terminated(KeyboardInterrupt):
-    signal_name = "SIGTERM"
-
-
-def _raise_terminated(signum, frame):  # noqa: ARG001
-    raise _Terminated()
-
-
 def _load(recipe: Path, overrides: list[str]):
     from dlrun.recipe.loading import load_recipe
 
@@ -123,7 +114,9 @@ def _load(recipe: Path, overrides: list[str]):
 
 
 def _run(recipe: Path, overrides: list[str], output_root: Path, tracking_uri, json_out: bool, quiet: bool, debug: bool):
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    from dlrun.training.interrupts import install
+
+    install()  # Ctrl-C and SIGTERM: stop training at a safe point, mark the run KILLED
     with _user_errors(debug, json_out):
         loaded = _load(recipe, overrides)
         from dlrun.report import make_reporter

@@ -61,6 +61,10 @@ def epoch_recorder(job: str, epochs: int, on_epoch: Any):
             self._start = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
+            from dlrun.training.interrupts import pending
+
+            if pending():  # cut short by Ctrl-C/SIGTERM: not a whole epoch, not recorded
+                return
             values = {k: float(v) for k, v in (logs or {}).items() if _is_number(v)}
             on_epoch(job, epoch + 1, epochs, values, time.perf_counter() - self._start)
 

@@ -38,8 +38,8 @@ class JobContext:
     log_model: bool = True
 
 
-def _evaluate(model, x, y, batch_size: int, prefix: str) -> dict[str, float]:
-    values = model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
+def _evaluate(model, x, y, batch_size: int, prefix: str, callbacks: list) -> dict[str, float]:
+    values = model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True, callbacks=callbacks)
     return {f"{prefix}{k}": float(v) for k, v in values.items()}
 
 
@@ -81,6 +81,7 @@ def run_job(
     from dlrun.model.builder import build_model, check_data_fits, compile_model
     from dlrun.track.plots import plot_history
     from dlrun.training.callbacks import build_callbacks, epoch_recorder
+    from dlrun.training.interrupts import pending, safe_points, safe_stop_callback
 
     recipe, ds, run_dir = ctx.recipe, ctx.dataset, ctx.run_dir
     x_train, y_train = ds.x_train[split.train], ds.y_train[split.train]
@@ -110,26 +111,28 @@ def run_job(
         ctx.reporter.epoch(job, epoch, total, logs, seconds)
 
     ctx.reporter.job_started(split.name, epochs)
+    stop = safe_stop_callback()
     callbacks = build_callbacks(recipe.fit.callbacks, run_dir.path, has_validation=validation is not None,
                                 note=ctx.reporter.note)
     # Last, so it sees what other callbacks add to the logs (ReduceLROnPlateau's learning_rate).
-    callbacks.append(epoch_recorder(split.name, epochs, on_epoch))
-    history = model.fit(
-        x_train,
-        y_train,
-        batch_size=recipe.fit.batch_size,
-        epochs=epochs,
-        shuffle=recipe.fit.shuffle,
-        validation_data=validation,
-        callbacks=callbacks,
-        verbose=0,
-    ).history
-
+    callbacks += [stop, epoch_recorder(split.name, epochs, on_epoch)]
     metrics: dict[str, float] = {}
-    if validation is not None:
-        metrics.update(_evaluate(model, *validation, recipe.fit.batch_size, "val_"))
-    if test is not None:
-        metrics.update(_evaluate(model, *test, recipe.fit.batch_size, "test_"))
+    with safe_points():  # Ctrl-C/SIGTERM stop at the next batch, then raise
+        history = model.fit(
+            x_train,
+            y_train,
+            batch_size=recipe.fit.batch_size,
+            epochs=epochs,
+            shuffle=recipe.fit.shuffle,
+            validation_data=validation,
+            callbacks=callbacks,
+            verbose=0,
+        ).history
+        if not pending():  # a noted signal is raised as Interrupted when this block ends
+            if validation is not None:
+                metrics.update(_evaluate(model, *validation, recipe.fit.batch_size, "val_", [stop]))
+            if test is not None:
+                metrics.update(_evaluate(model, *test, recipe.fit.batch_size, "test_", [stop]))
     history = {k: [float(v) for v in vals] for k, vals in history.items()}
     run_dir.write_json("metrics.json", metrics)
     if ctx.log_model:
