@@ -35,7 +35,6 @@ class JobContext:
     run_dir: Any  # dlrun.track.rundir.RunDir
     tracked: Any  # dlrun.track.mlflow_store.TrackedRun | None
     reporter: Any  # dlrun.report.Reporter
-    log_model: bool = True
 
 
 def _evaluate(model, x, y, batch_size: int, prefix: str, callbacks: list) -> dict[str, float]:
@@ -50,7 +49,7 @@ def preflight(recipe: Recipe, ds: Dataset, split: Split) -> tuple[FittedPipeline
     the names of the metrics the model logs (``loss``, ``accuracy``…)."""
     import keras
 
-    from dlrun.model.builder import build_model, check_data_fits, compile_model
+    from dlrun.model.builder import check_data_fits
 
     x_train, y_train = ds.x_train[split.train], ds.y_train[split.train]
     pipeline = fit_pipeline(recipe.preprocessing, x_train, y_train)
@@ -61,8 +60,7 @@ def preflight(recipe: Recipe, ds: Dataset, split: Split) -> tuple[FittedPipeline
         pipeline.apply(ds.x_train[split.validation[:8]], ds.y_train[split.validation])
     if ds.x_test is not None:
         pipeline.apply(ds.x_test[:8], ds.y_test)
-    model = build_model(recipe.model, x_few.shape[1:], name=recipe.name, input_dtype=_input_dtype(x_few))
-    compile_model(model, recipe.compile)
+    model = _compiled_model(recipe, x_few)
     names = check_data_fits(model, x_few, y_few)
     del model
     keras.backend.clear_session(free_memory=False)  # fresh layer names; skip the slow full GC
@@ -70,15 +68,21 @@ def preflight(recipe: Recipe, ds: Dataset, split: Split) -> tuple[FittedPipeline
     return pipeline, names
 
 
-def _input_dtype(x) -> str:
-    return "int32" if np.issubdtype(np.asarray(x).dtype, np.integer) else "float32"
+def _compiled_model(recipe: Recipe, x):
+    """The recipe's model for inputs shaped like ``x`` (integer inputs stay integers)."""
+    from dlrun.model.builder import build_model, compile_model
+
+    dtype = "int32" if np.issubdtype(np.asarray(x).dtype, np.integer) else "float32"
+    model = build_model(recipe.model, x.shape[1:], name=recipe.name, input_dtype=dtype)
+    compile_model(model, recipe.compile)
+    return model
 
 
 def run_job(
     ctx: JobContext, split: Split, *, epochs: int | None = None, evaluate_test: bool = True,
     pipeline: FittedPipeline | None = None,
 ) -> JobResult:
-    from dlrun.model.builder import build_model, check_data_fits, compile_model
+    from dlrun.model.builder import check_data_fits
     from dlrun.track.plots import plot_history
     from dlrun.training.callbacks import build_callbacks, epoch_recorder
     from dlrun.training.interrupts import pending, safe_points, safe_stop_callback
@@ -97,8 +101,7 @@ def run_job(
         test = pipeline.apply(ds.x_test, ds.y_test)
     run_dir.write_json("preprocessing.json", pipeline.state())
 
-    model = build_model(recipe.model, x_train.shape[1:], name=recipe.name, input_dtype=_input_dtype(x_train))
-    compile_model(model, recipe.compile)
+    model = _compiled_model(recipe, x_train)
     if not preflighted:
         check_data_fits(model, x_train, y_train)
 
@@ -135,7 +138,7 @@ def run_job(
                 metrics.update(_evaluate(model, *test, recipe.fit.batch_size, "test_", [stop]))
     history = {k: [float(v) for v in vals] for k, vals in history.items()}
     run_dir.write_json("metrics.json", metrics)
-    if ctx.log_model:
+    if recipe.tracking.log_model:
         model.save(run_dir.file("model.keras"))
     plot_history(history, run_dir.file("learning_curves.png"), title=f"{recipe.name} — {split.name}")
     ctx.reporter.job_finished(split.name, metrics)

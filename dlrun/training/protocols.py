@@ -57,9 +57,7 @@ class ProtocolContext:
     first_pipeline: Any = None  # fitted on splits[0] by the preflight; reused by its job
 
     def job_context(self, run_dir, tracked) -> JobContext:
-        return JobContext(
-            self.recipe, self.dataset, run_dir, tracked, self.reporter, log_model=self.recipe.tracking.log_model
-        )
+        return JobContext(self.recipe, self.dataset, run_dir, tracked, self.reporter)
 
     def pipeline_for(self, split: Split):
         return self.first_pipeline if split is self.splits[0] else None
@@ -72,6 +70,7 @@ def final_metrics(result: JobResult) -> dict[str, float]:
 
 
 def _log_model(tracked, run_dir, model) -> None:
+    """Log a job's model to MLflow when the job saved one (``tracking.log_model``)."""
     if tracked is not None and model is not None and run_dir.file("model.keras").exists():
         tracked.log_keras_model(model, name="model")
 
@@ -115,7 +114,7 @@ def run_holdout(ctx: ProtocolContext) -> dict[str, float]:
     summary["epochs_run"] = result.epochs_run
     if ctx.tracked is not None:
         ctx.tracked.log_metrics(summary)
-        _log_model(ctx.tracked, ctx.run_dir, result.model if ctx.recipe.tracking.log_model else None)
+        _log_model(ctx.tracked, ctx.run_dir, result.model)
     return summary
 
 
@@ -219,7 +218,7 @@ def _run_fold(ctx: ProtocolContext, split: Split) -> JobResult:
         fold_dir.write_status("FINISHED", error=None)
         if child is not None:
             child.log_metrics(final_metrics(result))
-            _log_model(child, fold_dir, result.model if ctx.recipe.tracking.log_model else None)
+            _log_model(child, fold_dir, result.model)
             child.log_artifacts(fold_dir.path)
     except KeyboardInterrupt:
         _end(child, fold_dir, "KILLED", "interrupted")
@@ -242,7 +241,7 @@ def _refit(ctx: ProtocolContext, epochs: int) -> dict[str, float]:
     result = run_job(ctx.job_context(final_dir, None), split, epochs=epochs)
     if ctx.tracked is not None:
         ctx.tracked.log_artifacts(final_dir.path, "final")
-        _log_model(ctx.tracked, final_dir, result.model if ctx.recipe.tracking.log_model else None)
+        _log_model(ctx.tracked, final_dir, result.model)
     return {**result.metrics, "refit_epochs": epochs}
 
 

@@ -1,8 +1,8 @@
 """Run a loaded recipe under its protocol: data → run directory + MLflow run → protocol → summary.
 
-Bad input (data, model shape) is found before the MLflow run is marked as training; a
-failure or interruption marks the run FAILED or KILLED in MLflow and in ``run.json``,
-and the run directory keeps what was done.
+Bad input (data, splits, transforms, model shape) is found before any run directory or
+MLflow run is created; a later failure or interruption marks the run FAILED or KILLED in
+MLflow and in ``run.json``, and the run directory keeps what was done.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dlrun.recipe.loading import LoadedRecipe
-from dlrun.tf_runtime import configure_runtime, import_tensorflow_quietly
+from dlrun.tf_runtime import configure_runtime
 
 
 @dataclass
@@ -47,7 +47,6 @@ def run_recipe(
     tracking_uri: str | None = None,
     reporter=None,
     command: list[str] | None = None,
-    track: bool = True,
 ) -> RunSummary:
     from dlrun.data.sources import load_dataset
     from dlrun.data.splits import apply_test_split
@@ -58,14 +57,13 @@ def run_recipe(
 
     recipe = loaded.recipe
     reporter = reporter or Reporter()
-    import_tensorflow_quietly()
+    configure_runtime(recipe.seed)  # TensorFlow imported quietly, everything seeded
     output_root = Path(output_root).resolve()
     experiment = recipe.tracking.experiment or recipe.name
 
     # Input errors (data, splits, transforms, model shape) surface here, before anything is created.
     dataset = load_dataset(recipe.data, loaded.base_dir, recipe.seed)
     dataset = apply_test_split(dataset, recipe.data.split, recipe.seed)
-    configure_runtime(recipe.seed)
     protocol = PROTOCOLS[recipe.evaluation.protocol]
     splits = protocol.plan(recipe, dataset)
     first_pipeline, logged = preflight(recipe, dataset, splits[0])
@@ -77,9 +75,8 @@ def run_recipe(
     tracker = tracked = None
     try:
         _describe_run(run_dir, loaded, dataset, command)
-        if track:
-            tracker, tracked = _start_tracking(loaded, output_root, experiment, tracking_uri, run_dir)
-            summary.run_id, summary.tracking_uri = tracked.run_id, tracker.uri
+        tracker, tracked = _start_tracking(loaded, output_root, experiment, tracking_uri, run_dir)
+        summary.run_id, summary.tracking_uri = tracked.run_id, tracker.uri
         run_dir.write_status("RUNNING", mlflow_run_id=summary.run_id, tracking_uri=summary.tracking_uri,
                              seed=recipe.seed)
         reporter.run_started({"protocol": summary.protocol, "recipe": recipe.name, "run_dir": summary.run_dir})
@@ -107,7 +104,7 @@ def _describe_run(run_dir, loaded: LoadedRecipe, dataset, command: list[str] | N
     run_dir.write_yaml("recipe.yaml", loaded.resolved)
     run_dir.write_text("command.txt", " ".join(command or sys.argv) + "\n")
     run_dir.write_json("environment.json", {**environment_info(), "devices": _devices()})
-    run_dir.write_json("data.json", _jsonable(dataset.info))
+    run_dir.write_json("data.json", dataset.info)
 
 
 def _start_tracking(loaded: LoadedRecipe, output_root: Path, experiment: str, tracking_uri, run_dir):
@@ -159,16 +156,3 @@ def _finish(summary: RunSummary, run_dir, tracked, status: str, error: str | Non
     finally:
         tracked.end(status, error)
 
-
-def _jsonable(obj: Any) -> Any:
-    import numpy as np
-
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist() if obj.size <= 10_000 else f"<array {obj.shape}>"
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
