@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 
@@ -54,3 +55,25 @@ def class_counts(y: np.ndarray) -> dict[str, int] | None:
 def _sample_shape(a: np.ndarray) -> list[int] | str:
     # Object arrays hold one variable-length sequence per sample.
     return "ragged" if a.dtype == object else list(a.shape[1:])
+
+
+@dataclass
+class StreamedDataset:
+    """Data that is streamed rather than held in memory (image folders, time-series windows).
+
+    Each part is a factory returning a *batched* ``tf.data.Dataset`` of ``(x, y)``; ``train``
+    reshuffles every epoch where the source shuffles. The parts are fixed by the source
+    (folders, chronological ranges), so only the hold-out protocol applies.
+
+    ``fitted`` holds statistics fitted on the training part (written to ``preprocessing.json``).
+    ``extra_metrics(metrics)`` (optional) gets a job's final metrics (``val_mae``, ``test_mae``…)
+    and returns more to report next to them: a baseline, a metric in the target's own units.
+    """
+
+    name: str
+    train: Callable[[], Any]
+    validation: Callable[[], Any] | None = None
+    test: Callable[[], Any] | None = None
+    info: dict = field(default_factory=dict)
+    fitted: dict = field(default_factory=dict)
+    extra_metrics: Callable[[dict], dict] | None = None

@@ -7,10 +7,28 @@ from typing import Callable
 
 import numpy as np
 
-from dlrun.data.dataset import Dataset, describe
+from dlrun.data.dataset import Dataset, StreamedDataset, describe
 from dlrun.data.embedded import load_embedded
 from dlrun.data.files import load_csv, load_npz
 from dlrun.data.keras_datasets import load_keras
+
+def _text_directory(spec, base_dir: Path) -> Dataset:
+    from dlrun.data.text import load_text_directory
+
+    return load_text_directory(spec, base_dir)
+
+
+def _image_directory(spec, base_dir: Path, *, seed: int, batch_size: int) -> StreamedDataset:
+    from dlrun.data.images import load_image_directory
+
+    return load_image_directory(spec, base_dir, seed=seed, batch_size=batch_size)
+
+
+def _timeseries_csv(spec, base_dir: Path, *, seed: int, batch_size: int) -> StreamedDataset:
+    from dlrun.data.timeseries import load_timeseries
+
+    return load_timeseries(spec, base_dir, seed=seed, batch_size=batch_size)
+
 
 # Each loader takes (spec, base_dir) and returns the full Dataset; `limit` is applied here.
 SOURCES: dict[str, Callable[..., Dataset]] = {
@@ -18,7 +36,22 @@ SOURCES: dict[str, Callable[..., Dataset]] = {
     "keras": load_keras,
     "npz": load_npz,
     "csv": load_csv,
+    "text_directory": _text_directory,
 }
+# Streamed sources fix their own train/validation/test parts and batch them.
+STREAMED: dict[str, Callable[..., StreamedDataset]] = {
+    "image_directory": _image_directory,
+    "timeseries_csv": _timeseries_csv,
+}
+
+
+def load_data(spec, base_dir: Path, seed: int = 0, batch_size: int = 32) -> Dataset | StreamedDataset:
+    """An in-memory :class:`Dataset` or, for streamed sources, a :class:`StreamedDataset`."""
+    if spec.source in STREAMED:
+        ds = STREAMED[spec.source](spec, Path(base_dir), seed=seed, batch_size=batch_size)
+        ds.info = {"source": spec.source, "name": ds.name, **ds.info}
+        return ds
+    return load_dataset(spec, base_dir, seed)
 
 
 def load_dataset(spec, base_dir: Path, seed: int = 0) -> Dataset:

@@ -2,47 +2,64 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from dlrun.errors import ModelBuildError
 from dlrun.recipe.schema import CompileSpec, KerasObject, SequentialModel
 
 
-def _first_line(exc: Exception) -> str:
+@dataclass
+class BuildContext:
+    """What building a model may need besides the recipe, and what it found out.
+
+    ``vocabulary``: the fitted text vectorizer's vocabulary in index order (for pretrained
+    embeddings); ``base_dir``: the recipe's folder, against which relative file paths resolve;
+    ``facts``: what recipe layers report (GloVe coverage, a base's layer count), written to
+    the run directory and logged.
+    """
+
+    vocabulary: list[str] | None = None
+    base_dir: Path = field(default_factory=Path.cwd)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+def first_line(exc: Exception) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0] if len(text) > 400 else " ".join(text.split())
 
 
-def _instantiate_layer(layer_spec: KerasObject, index: int):
-    import keras
+def _instantiate_layer(layer_spec: KerasObject, index: int, context: BuildContext):
+    from dlrun.model.keras_args import keras_layer
+    from dlrun.model.recipe_layers import RECIPE_LAYERS
 
-    cls = getattr(keras.layers, layer_spec.name, None)
-    if cls is None:  # the recipe validator normally catches this first
-        raise ModelBuildError(f"model.layers[{index}]: unknown layer '{layer_spec.name}'")
-    try:
-        return cls(**layer_spec.args)
-    except Exception as exc:  # noqa: BLE001 - Keras raises many types for bad arguments
-        raise ModelBuildError(f"model.layers[{index}] ({layer_spec.name}): {_first_line(exc)}") from exc
+    where = f"model.layers[{index}] ({layer_spec.name})"
+    if layer_spec.name in RECIPE_LAYERS:
+        return RECIPE_LAYERS[layer_spec.name](dict(layer_spec.args), context, where)
+    return keras_layer(layer_spec.name, layer_spec.args, where)
 
 
-def build_model(spec: SequentialModel, input_shape: tuple, name: str = "model", input_dtype: str = "float32"):
+def build_model(spec: SequentialModel, input_shape: tuple, name: str = "model", input_dtype: str = "float32",
+                context: BuildContext | None = None):
     """A ``keras.Sequential`` whose input shape comes from the data unless the recipe gives one.
 
     Layers are added one at a time so a shape mismatch names the layer that caused it.
     """
     import keras
 
+    context = context or BuildContext()
     shape = tuple(spec.input_shape) if spec.input_shape is not None else tuple(input_shape)
     model = keras.Sequential(name=_safe_model_name(name))
     model.add(keras.Input(shape=shape, dtype=input_dtype))
     for index, layer_spec in enumerate(spec.layers):
-        layer = _instantiate_layer(layer_spec, index)
+        layer = _instantiate_layer(layer_spec, index, context)
         try:
             model.add(layer)
         except Exception as exc:  # noqa: BLE001
             raise ModelBuildError(
                 f"model.layers[{index}] ({layer_spec.name}) does not fit its input of shape "
-                f"{_shape_text(model)}: {_first_line(exc)}"
+                f"{_shape_text(model)}: {first_line(exc)}"
             ) from exc
     return model
 
@@ -73,7 +90,7 @@ def make_object(kind: str, spec: KerasObject) -> Any:
             cls = type(module.get(spec.name))
         return cls(**spec.args)
     except Exception as exc:  # noqa: BLE001
-        raise ModelBuildError(f"compile.{kind} {spec.name}: {_first_line(exc)}") from exc
+        raise ModelBuildError(f"compile.{kind} {spec.name}: {first_line(exc)}") from exc
 
 
 def compile_model(model, spec: CompileSpec) -> None:
@@ -96,6 +113,6 @@ def check_data_fits(model, x, y) -> list[str]:
         raise ModelBuildError(
             f"the data does not fit the model: inputs {tuple(x.shape[1:])}, targets "
             f"{tuple(getattr(y, 'shape', (len(y),))[1:])}, model output {out_shape} — "
-            f"{_first_line(exc)}. Check the last layer's units, the loss and the preprocessing "
+            f"{first_line(exc)}. Check the last layer's units, the loss and the preprocessing "
             f"(e.g. one_hot for categorical_crossentropy, none for sparse_categorical_crossentropy)."
         ) from exc

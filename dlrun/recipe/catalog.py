@@ -22,6 +22,22 @@ _FILLED_BY_DLRUN = {
     "BackupAndRestore": {"backup_dir"},
 }
 _ACTIVATION_ARGS = {"activation", "recurrent_activation"}
+# Layer arguments that are Keras objects themselves, checked against these catalog tables.
+_NESTED_ARGS = {"_regularizer": "regularizers", "_initializer": "initializers", "_constraint": "constraints"}
+_WRAPPED_LAYER_ARGS = {"layer", "backward_layer"}  # Bidirectional, TimeDistributed
+# Layers dlrun builds itself (dlrun.model.recipe_layers), written in a recipe like Keras layers.
+RECIPE_LAYERS = {
+    "Pretrained": {
+        "args": ["application", "weights", "include_top", "pooling", "trainable", "name", "input_shape"],
+        "required": ["application"],
+        "doc": "a keras.applications base (VGG16, Xception…) used as a layer",
+    },
+    "PretrainedEmbedding": {
+        "args": ["path", "trainable", "mask_zero", "name"],
+        "required": ["path"],
+        "doc": "an Embedding initialized from a GloVe-format vector file for the vectorizer's vocabulary",
+    },
+}
 # Arguments the book's Keras 2 code uses that Keras 3 removed.
 _KERAS2_ARGS = {
     "lr": " — Keras 3 calls it 'learning_rate'",
@@ -90,11 +106,44 @@ def check_object(
             acts = catalog()["activations"]
             if arg_value not in acts:
                 yield arg_path + (arg,), f"unknown activation '{arg_value}'{did_you_mean(arg_value, acts)}", False
+        else:
+            yield from _check_nested(canonical, arg, arg_value, arg_path + (arg,))
     filled = _FILLED_BY_DLRUN.get(canonical, set())
     for req in entry["required"]:
         misspelt = any(did_you_mean(arg, [req]) for arg in unknown)  # already reported as a typo
         if req not in args and req not in filled and not misspelt:
             yield arg_path, f"{canonical} needs the argument '{req}'", False
+
+
+def _snake_to_camel(name: str) -> str:
+    return "".join(part[:1].upper() + part[1:] for part in name.split("_"))
+
+
+def _check_nested(owner: str, arg: str, value: Any, path: Path_) -> Iterator[tuple[Path_, str, bool]]:
+    """Keras objects inside a layer's arguments: a wrapped layer, regularizers, initializers…"""
+    cat = catalog()
+    if owner in RECIPE_LAYERS:
+        if owner == "Pretrained" and arg == "application" and isinstance(value, str):
+            if value not in cat["applications"]:
+                yield path, (f"unknown keras.applications model '{value}'"
+                             f"{did_you_mean(value, cat['applications'])}"), False
+        return
+    if arg in _WRAPPED_LAYER_ARGS and isinstance(value, (str, dict)):
+        yield from check_object("layer", cat["layers"], value, path)
+        return
+    table = next((cat[t] for suffix, t in _NESTED_ARGS.items() if arg.endswith(suffix)), None)
+    if table is None:
+        return
+    if isinstance(value, str):
+        if value not in table and _snake_to_camel(value) not in table:
+            yield path, f"unknown {arg.rsplit('_', 1)[-1]} '{value}'{did_you_mean(value, table)}", False
+    elif isinstance(value, dict):
+        yield from check_object(arg.rsplit("_", 1)[-1], table, value, path)
+
+
+def layer_table() -> dict:
+    """Keras layers and dlrun's own recipe layers."""
+    return {**catalog()["layers"], **RECIPE_LAYERS}
 
 
 def check_recipe_objects(raw: dict) -> Iterator[tuple[Path_, str, bool]]:
@@ -103,7 +152,7 @@ def check_recipe_objects(raw: dict) -> Iterator[tuple[Path_, str, bool]]:
     model = raw.get("model")
     if isinstance(model, dict) and isinstance(model.get("layers"), list):
         for i, layer in enumerate(model["layers"]):
-            yield from check_object("layer", cat["layers"], layer, ("model", "layers", i))
+            yield from check_object("layer", layer_table(), layer, ("model", "layers", i))
     comp = raw.get("compile")
     if isinstance(comp, dict):
         if "optimizer" in comp:
@@ -116,6 +165,10 @@ def check_recipe_objects(raw: dict) -> Iterator[tuple[Path_, str, bool]]:
             for i, metric in enumerate(comp["metrics"]):
                 yield from check_object("metric", cat["metrics"], metric, ("compile", "metrics", i))
     fit = raw.get("fit")
+    fine_tune = fit.get("fine_tune") if isinstance(fit, dict) else None
+    if isinstance(fine_tune, dict) and "optimizer" in fine_tune:
+        yield from check_object("optimizer", cat["optimizers"], fine_tune["optimizer"],
+                                ("fit", "fine_tune", "optimizer"), case_insensitive=True)
     if isinstance(fit, dict) and isinstance(fit.get("callbacks"), list):
         for i, callback in enumerate(fit["callbacks"]):
             yield from check_object("callback", cat["callbacks"], callback, ("fit", "callbacks", i))

@@ -64,6 +64,16 @@ def _class_entry(cls: type, base: type) -> dict:
     return {"args": names, "required": required}
 
 
+def _applications(module) -> dict[str, dict]:
+    """``keras.applications`` model functions (VGG16, Xception…) with their argument names."""
+    out = {}
+    for name in sorted(dir(module)):
+        obj = getattr(module, name)
+        if name[:1].isupper() and inspect.isfunction(obj):
+            out[name] = {"args": list(inspect.signature(obj).parameters), "required": []}
+    return out
+
+
 def build_catalog() -> dict:
     import keras
     from keras.src.losses import ALL_OBJECTS_DICT as LOSSES
@@ -87,6 +97,10 @@ def build_catalog() -> dict:
         metrics[name] = {"args": [], "required": [], "function": True, "compile_alias": True}
     return {
         "keras_version": keras.__version__,
+        "regularizers": _classes(keras.regularizers, keras.regularizers.Regularizer),
+        "initializers": _classes(keras.initializers, keras.initializers.Initializer),
+        "constraints": _classes(keras.constraints, keras.constraints.Constraint),
+        "applications": _applications(keras.applications),
         "layers": _classes(keras.layers, keras.layers.Layer),
         "optimizers": optimizers,
         "losses": named_objects(LOSSES, keras.losses.Loss),

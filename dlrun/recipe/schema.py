@@ -138,9 +138,83 @@ class CsvData(_DataBase):
     delimiter: str = ","
 
 
+class TextDirectoryData(_DataBase):
+    """Text files in one sub-folder per class (the aclImdb layout: ``train/neg``, ``train/pos``,
+    ``test/…``), read into memory as strings; ``path`` is a folder or a ``.tar[.gz|.xz]`` archive."""
+
+    source: Literal["text_directory"]
+    path: str
+    train: str = "train"
+    test: str | None = "test"
+    classes: list[str] | None = Field(default=None, min_length=2,
+                                      description="class folders in label order; default: every sub-folder, sorted")
+    encoding: str = "utf-8"
+
+
+class PretrainedBase(Strict):
+    """A ``keras.applications`` network without its classifier (VGG16, Xception, …)."""
+
+    application: str
+    weights: str | None = Field(default="imagenet", description="imagenet, a local .h5/.keras file, or null (random)")
+    include_top: Literal[False] = False
+    pooling: Literal["avg", "max"] | None = None
+
+
+class ImageDirectoryData(Strict):
+    """Images in one sub-folder per class under ``train/``, ``validation/``, ``test/``,
+    streamed with tf.data (``image_dataset_from_directory``), batched by ``fit.batch_size``.
+    ``features`` runs a frozen pretrained base over every image once and trains on the
+    cached features (the book's fast feature extraction, 5.3.1)."""
+
+    source: Literal["image_directory"]
+    path: str
+    train: str = "train"
+    validation: str | None = "validation"
+    test: str | None = "test"
+    image_size: list[int] = Field(default_factory=lambda: [150, 150], min_length=2, max_length=2)
+    color_mode: Literal["rgb", "grayscale", "rgba"] = "rgb"
+    label_mode: Literal["binary", "categorical", "int"] = "binary"
+    rescale: float | None = Field(default=None, description="multiply pixels by this, e.g. 0.00392156862745098 (1/255)")
+    shuffle: bool = True
+    features: PretrainedBase | None = None
+
+
+class RowRange(Strict):
+    """Rows ``[start, end)`` of a series: row numbers, or fractions of its length (0 ≤ f ≤ 1)."""
+
+    start: int | float = 0
+    end: int | float | None = None
+
+
+class TimeseriesData(Strict):
+    """A multivariate series in a CSV (the Jena layout: a date-time column, numeric columns),
+    cut into chronological train/validation/test ranges and windowed as the book does (6.3):
+    each sample holds ``lookback`` rows every ``step`` rows, the target is ``target`` ``delay``
+    rows after the window's end. Normalized with the training range's statistics."""
+
+    source: Literal["timeseries_csv"]
+    path: str
+    time_column: str | None = None
+    columns: list[str] | None = Field(default=None, min_length=1, description="default: every numeric column")
+    target: str
+    lookback: int = Field(strict=True, ge=1, lt=2**31)
+    step: int = Field(strict=True, default=1, ge=1, lt=2**31)
+    delay: int = Field(strict=True, default=0, ge=0, lt=2**31)
+    train: RowRange
+    validation: RowRange | None = None
+    test: RowRange | None = None
+    normalize: bool = True
+    reverse: bool = Field(default=False, description="feed each window latest-first (6.3.8)")
+    shuffle: bool = True
+    missing: Literal["error", "interpolate", "drop"] = "error"
+    delimiter: str = ","
+
+
 DataSpec = Annotated[
-    Union[EmbeddedData, KerasData, NpzData, CsvData], Field(discriminator="source")
+    Union[EmbeddedData, KerasData, NpzData, CsvData, TextDirectoryData, ImageDirectoryData, TimeseriesData],
+    Field(discriminator="source"),
 ]
+STREAMED_SOURCES = ("image_directory", "timeseries_csv")
 
 
 # --------------------------------------------------------------------------- preprocessing
@@ -196,8 +270,27 @@ class PadSequences(_TransformBase):
     value: float = 0.0
 
 
+class TextVectorization(_TransformBase):
+    """Keras ``TextVectorization`` adapted on the training part's strings only."""
+
+    transform: Literal["text_vectorization"]
+    max_tokens: int | None = Field(strict=True, default=20000, ge=2, lt=2**31)
+    output_mode: Literal["int", "multi_hot", "count", "tf_idf"] = "int"
+    output_sequence_length: int | None = Field(strict=True, default=None, ge=1, lt=2**31)
+    standardize: Literal["lower_and_strip_punctuation", "lower", "strip_punctuation", "strip_html"] | None = (
+        "lower_and_strip_punctuation")
+    split: Literal["whitespace", "character"] | None = "whitespace"
+    ngrams: int | None = Field(strict=True, default=None, ge=1, le=5)
+
+    @model_validator(mode="after")
+    def _length_for_int_only(self) -> "TextVectorization":
+        if self.output_sequence_length is not None and self.output_mode != "int":
+            raise ValueError("output_sequence_length applies to output_mode: int only")
+        return self
+
+
 TransformSpec = Annotated[
-    Union[MultiHot, OneHot, Standardize, Rescale, Reshape, PadSequences],
+    Union[MultiHot, OneHot, Standardize, Rescale, Reshape, PadSequences, TextVectorization],
     Field(discriminator="transform"),
 ]
 
@@ -219,11 +312,26 @@ class CompileSpec(Strict):
     metrics: list[KerasObject] = Field(default_factory=list)
 
 
+class FineTune(Strict):
+    """A second training stage (the book's 5.3.2): unfreeze the nested model ``layer`` from
+    its layer ``unfreeze_from`` on, recompile with ``optimizer`` (a small learning rate),
+    train ``epochs`` more. Layers before ``unfreeze_from`` stay frozen."""
+
+    layer: str
+    unfreeze_from: str
+    optimizer: KerasObject
+    epochs: int = Field(strict=True, ge=1, lt=2**31)
+
+
 class FitSpec(Strict):
     epochs: int = Field(strict=True, default=10, ge=1, lt=2**31)
     batch_size: int = Field(strict=True, default=32, ge=1, lt=2**31)
     shuffle: bool = True
+    steps_per_epoch: int | None = Field(strict=True, default=None, ge=1, lt=2**31,
+                                        description="streamed data only: batches per epoch (the data repeats)")
+    validation_steps: int | None = Field(strict=True, default=None, ge=1, lt=2**31)
     callbacks: list[KerasObject] = Field(default_factory=list)
+    fine_tune: FineTune | None = None
 
 
 # --------------------------------------------------------------------------- evaluation, tracking
@@ -261,7 +369,14 @@ class KFold(Strict):
         return self
 
 
-EvaluationSpec = Annotated[Union[Holdout, KFold], Field(discriminator="protocol")]
+class Baseline(Strict):
+    """No training: only the data source's common-sense baseline (a time series' last value,
+    6.3.3) on the validation and test ranges. ``model`` and ``compile`` may be left out."""
+
+    protocol: Literal["baseline"]
+
+
+EvaluationSpec = Annotated[Union[Holdout, KFold, Baseline], Field(discriminator="protocol")]
 
 
 # MLflow's own rule for tag keys (mlflow/utils/validation.py).
@@ -284,8 +399,28 @@ class Recipe(Strict):
     seed: int = Field(strict=True, default=42, ge=0, lt=2**32)
     data: DataSpec
     preprocessing: list[TransformSpec] = Field(default_factory=list)
-    model: SequentialModel
-    compile: CompileSpec
+    model: SequentialModel | None = None
+    compile: CompileSpec | None = None
     fit: FitSpec = Field(default_factory=FitSpec)
     evaluation: EvaluationSpec = Field(default_factory=lambda: Holdout(protocol="holdout"))
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Recipe":
+        if self.evaluation.protocol != "baseline":
+            missing = [k for k in ("model", "compile") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"missing section(s) {', '.join(missing)}: every protocol but 'baseline' trains a model")
+        streamed = self.data.source in STREAMED_SOURCES
+        if streamed and self.evaluation.protocol == "kfold":
+            raise ValueError(f"data.source {self.data.source} streams its data from fixed train/validation/test "
+                             f"parts; K-fold needs in-memory data: use evaluation.protocol: holdout")
+        if streamed and self.preprocessing:
+            raise ValueError(f"data.source {self.data.source} prepares its own batches; 'preprocessing' applies to "
+                             f"in-memory sources only (use data.rescale, data.normalize or a preprocessing layer)")
+        if not streamed and (self.fit.steps_per_epoch or self.fit.validation_steps):
+            raise ValueError("fit.steps_per_epoch/validation_steps apply to streamed sources (image_directory, "
+                             "timeseries_csv) only")
+        if self.evaluation.protocol == "baseline" and self.data.source != "timeseries_csv":
+            raise ValueError("evaluation.protocol baseline needs data.source timeseries_csv (the last-value baseline)")
+        return self
