@@ -184,13 +184,15 @@ def validate(
     failed = 0
     for path in recipes:
         try:
-            load_recipe(path, set_ or [])
+            loaded = load_recipe(path, set_ or [], require_data=False)
         except RecipeError as exc:
             failed += 1
             if debug:
                 traceback.print_exc()
             _err(str(exc))
             continue
+        for warning in loaded.warnings:
+            _err(f"warning: {warning} (the recipe is valid; it runs where the data is)")
         if not quiet:
             print(f"ok: {path}")
     if failed:
@@ -213,6 +215,33 @@ def show(
         print_resolved(loaded)
         if model:
             print_model_summary(loaded)
+
+
+@app.command()
+def compare(
+    runs: List[str] = typer.Argument(..., help="Run directories, MLflow run ids, recipe files or recipe names "
+                                               "(a recipe means its latest FINISHED run)."),
+    metric: str = typer.Option("val_loss", "--metric", "-m", help="The per-epoch metric to overlay."),
+    smooth: Optional[float] = typer.Option(None, "--smooth", help="Smooth the plotted curves (EMA, the book uses 0.9)."),
+    output: Optional[Path] = typer.Option(None, "--output", help="The PNG to write (default: <output-root>/compare/…)."),
+    output_root: Path = OutputOption,
+    tracking_uri: Optional[str] = TrackingOption,
+    json_out: bool = JsonOption,
+    quiet: bool = QuietOption,
+    debug: bool = DebugOption,
+) -> None:
+    """Overlay one metric's curve from several runs in a PNG and tabulate final and best values (book 4.4)."""
+    with _user_errors(debug, json_out):
+        from dlrun.compare import compare as compare_runs
+        from dlrun.compare import print_table
+
+        result = compare_runs(runs, metric=metric, smooth=smooth, output=output, output_root=output_root,
+                              tracking_uri=tracking_uri)
+        if json_out:
+            print(json_dumps({"status": "OK", **result.to_dict()}), flush=True)
+        elif not quiet:
+            print_table(result, tty=sys.stdout.isatty())
+            print(f"plot: {result.plot}")
 
 
 def main() -> None:

@@ -23,6 +23,8 @@ def print_resolved(loaded: LoadedRecipe) -> None:
 
 def static_input_shape(recipe: Recipe) -> tuple | None:
     """The model's input shape when the recipe alone fixes it (so ``show`` needs no data)."""
+    if any(layer.name == "PretrainedEmbedding" for layer in recipe.model.layers):
+        return None  # needs the vocabulary fitted on the data
     if recipe.model.input_shape is not None:
         return tuple(recipe.model.input_shape)
     shape = None
@@ -38,25 +40,34 @@ def static_input_shape(recipe: Recipe) -> tuple | None:
     return shape
 
 
-def _input_shape_from_data(loaded: LoadedRecipe) -> tuple:
-    from dlrun.data.sources import load_dataset
+def _model_from_data(loaded: LoadedRecipe):
+    """Build the model the way a run would: on the training part's transformed samples."""
+    from dlrun.data.dataset import StreamedDataset
+    from dlrun.data.sources import load_data
     from dlrun.data.splits import apply_test_split, holdout_split
-    from dlrun.data.transforms import fit_pipeline
+    from dlrun.training.job import preflight_model
 
     recipe = loaded.recipe
-    ds = apply_test_split(load_dataset(recipe.data, loaded.base_dir, recipe.seed), recipe.data.split, recipe.seed)
-    split = holdout_split(len(ds.y_train), recipe.data.split.validation, recipe.seed)
-    x, y = ds.x_train[split.train], ds.y_train[split.train]
-    x, _ = fit_pipeline(recipe.preprocessing, x, y).apply(x, y)
-    return tuple(x.shape[1:])
+    ds = load_data(recipe.data, loaded.base_dir, recipe.seed, recipe.fit.batch_size)
+    split = None
+    if not isinstance(ds, StreamedDataset):
+        ds = apply_test_split(ds, recipe.data.split, recipe.seed)
+        split = holdout_split(len(ds.y_train), recipe.data.split.validation, recipe.seed)
+    return preflight_model(recipe, ds, split, loaded.base_dir)
 
 
 def print_model_summary(loaded: LoadedRecipe) -> None:
     from dlrun.model.builder import build_model, compile_model
     from dlrun.tf_runtime import import_tensorflow_quietly
 
+    if loaded.recipe.model is None:
+        print(f"no model: evaluation.protocol {loaded.recipe.evaluation.protocol} trains none")
+        return
     import_tensorflow_quietly()
-    shape = static_input_shape(loaded.recipe) or _input_shape_from_data(loaded)
-    model = build_model(loaded.recipe.model, shape, name=loaded.recipe.name)
-    compile_model(model, loaded.recipe.compile)
+    shape = static_input_shape(loaded.recipe)
+    if shape is None:
+        model = _model_from_data(loaded)
+    else:
+        model = build_model(loaded.recipe.model, shape, name=loaded.recipe.name)
+        compile_model(model, loaded.recipe.compile)
     model.summary(print_fn=lambda line, **_: print(line))

@@ -13,7 +13,7 @@ import pytest
 from pydantic import TypeAdapter
 
 from dlrun.data import keras_datasets
-from dlrun.data.sources import SOURCES, load_dataset
+from dlrun.data.sources import SOURCES, STREAMED, load_dataset
 from dlrun.errors import DataError
 from dlrun.recipe.schema import DataSpec, EmbeddedData
 
@@ -31,7 +31,8 @@ def load(tmp_path=Path("."), **fields):
 def test_registry_covers_every_source_of_the_schema():
     sources = {m.model_fields["source"].annotation.__args__[0]
                for m in DataSpec.__origin__.__args__}
-    assert set(SOURCES) == sources
+    assert set(SOURCES) | set(STREAMED) == sources
+    assert not set(SOURCES) & set(STREAMED)
 
 
 def test_importing_the_data_package_imports_no_tensorflow():

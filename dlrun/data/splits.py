@@ -20,10 +20,11 @@ if TYPE_CHECKING:
 
 @dataclass
 class Split:
-    """One training/validation partition: indices into the training arrays."""
+    """One training/validation partition: indices into the training arrays (``None`` for
+    streamed data, whose parts the source fixes)."""
 
     name: str
-    train: np.ndarray
+    train: np.ndarray | None
     validation: np.ndarray | None
 
 

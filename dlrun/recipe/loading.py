@@ -29,6 +29,7 @@ class LoadedRecipe:
     resolved: dict  # the recipe as validated, defaults filled in (what runs and is saved)
     overrides: list[str] = field(default_factory=list)
     extends: list[Path] = field(default_factory=list)  # every file merged in, base first
+    warnings: list[RecipeIssue] = field(default_factory=list)  # data not found (validate only)
 
     @property
     def base_dir(self) -> Path:
@@ -165,16 +166,29 @@ def apply_override(raw: dict, source: SourceMap, text: str, index: int) -> None:
         table[path] = where
 
 
+# Sources whose path is a folder (text_directory may also name an archive file).
+_FOLDER_SOURCES = {"image_directory": "folder", "text_directory": "folder or archive"}
+
+
 def _path_issues(recipe: Recipe, base_dir: Path, source: SourceMap) -> Iterable[RecipeIssue]:
     data_path = getattr(recipe.data, "path", None)
-    if data_path is not None:
-        resolved = (base_dir / data_path).resolve()
-        if not resolved.is_file():
-            yield _issue(source, ("data", "path"), f"no such file: {resolved}")
+    if data_path is None:
+        return
+    resolved = (base_dir / data_path).resolve()
+    kind = _FOLDER_SOURCES.get(recipe.data.source)
+    if kind == "folder" and not resolved.is_dir():
+        yield _issue(source, ("data", "path"), f"no such folder: {resolved}")
+    elif kind == "folder or archive" and not resolved.exists():
+        yield _issue(source, ("data", "path"), f"no such folder or archive: {resolved}")
+    elif kind is None and not resolved.is_file():
+        yield _issue(source, ("data", "path"), f"no such file: {resolved}")
 
 
-def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> LoadedRecipe:
-    """Read, merge, override and validate a recipe; raise RecipeError listing every problem."""
+def load_recipe(path: str | Path, overrides: Iterable[str] = (), *, require_data: bool = True) -> LoadedRecipe:
+    """Read, merge, override and validate a recipe; raise RecipeError listing every problem.
+
+    With ``require_data=False`` (``dlrun validate``) a data file missing on this machine is a
+    warning on the result, not an error: the recipe itself is valid where the data is."""
     path = Path(path)
     raw, source, files = _load_with_extends(path, ())
     overrides = list(overrides)
@@ -194,9 +208,10 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> LoadedRecipe
             for p, msg, at_key in pydantic_issues(exc, Recipe)
             if format_path(p) not in flagged
         ]
-    if recipe is not None:
-        issues += list(_path_issues(recipe, path.parent, source))
+    missing = list(_path_issues(recipe, path.parent, source)) if recipe is not None else []
+    if require_data:
+        issues += missing
     if issues:
         raise RecipeError(issues)
     resolved = recipe.model_dump(mode="json")
-    return LoadedRecipe(recipe, path.resolve(), resolved, overrides, files[:-1])
+    return LoadedRecipe(recipe, path.resolve(), resolved, overrides, files[:-1], [] if require_data else missing)

@@ -410,7 +410,8 @@ class Recipe(Strict):
         if self.evaluation.protocol != "baseline":
             missing = [k for k in ("model", "compile") if getattr(self, k) is None]
             if missing:
-                raise ValueError(f"missing section(s) {', '.join(missing)}: every protocol but 'baseline' trains a model")
+                raise ValueError(f"missing required key {' and '.join(repr(k) for k in missing)} (every "
+                                 f"evaluation.protocol but 'baseline' trains a model)")
         streamed = self.data.source in STREAMED_SOURCES
         if streamed and self.evaluation.protocol == "kfold":
             raise ValueError(f"data.source {self.data.source} streams its data from fixed train/validation/test "

@@ -121,6 +121,8 @@ def _issue(err: dict, root: type[BaseModel]) -> tuple[Path_, str, bool, str]:
     text = text[0].lower() + text[1:]
     if kind in ("literal_error", "enum"):
         return path, f"{text}{did_you_mean(str(err['input']), _literal_choices(ctx))}", False, kind
+    if isinstance(err["input"], dict):  # a whole section: its location says enough
+        return path, text, False, kind
     return path, f"{text} (got {_describe(err['input'])})", False, kind
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from dlrun.data.dataset import Dataset
+from dlrun.data.dataset import Dataset, StreamedDataset
 from dlrun.data.splits import Split
 from dlrun.data.transforms import FittedPipeline, fit_pipeline
 from dlrun.recipe.schema import Recipe
@@ -31,51 +31,159 @@ class JobContext:
     """What a job needs besides its split: where to write and whom to tell."""
 
     recipe: Recipe
-    dataset: Dataset
+    dataset: Dataset | StreamedDataset
     run_dir: Any  # dlrun.track.rundir.RunDir
     tracked: Any  # dlrun.track.mlflow_store.TrackedRun | None
     reporter: Any  # dlrun.report.Reporter
+    base_dir: Any = None  # the recipe's folder (relative files of recipe layers)
 
 
-def _evaluate(model, x, y, batch_size: int, prefix: str, callbacks: list) -> dict[str, float]:
-    values = model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True, callbacks=callbacks)
+@dataclass
+class JobData:
+    """One job's data ready for Keras: ``(x, y)`` arrays, or batched tf.data pipelines."""
+
+    train: Any
+    validation: Any = None
+    test: Any = None
+    streamed: bool = False
+    fitted: Any = None  # what preprocessing.json records
+
+    def few(self) -> tuple[np.ndarray, np.ndarray]:
+        """A few training samples (inputs, targets) as arrays: shapes and one test batch."""
+        if self.streamed:
+            x, y = next(iter(self.train.take(1)))
+            return np.asarray(x)[:8], np.asarray(y)[:8]
+        x, y = self.train
+        return x[:8], y[:8]
+
+
+def _evaluate(model, part, batch_size: int, prefix: str, callbacks: list) -> dict[str, float]:
+    data = {"x": part} if not isinstance(part, tuple) else {"x": part[0], "y": part[1], "batch_size": batch_size}
+    values = model.evaluate(**data, verbose=0, return_dict=True, callbacks=callbacks)
     return {f"{prefix}{k}": float(v) for k, v in values.items()}
 
 
-def preflight(recipe: Recipe, ds: Dataset, split: Split) -> tuple[FittedPipeline, list[str]]:
+def preflight(recipe: Recipe, ds: Dataset | StreamedDataset, split: Split, base_dir=None
+              ) -> tuple[FittedPipeline | None, list[str]]:
     """Everything that can go wrong with the data and model, tried on a few rows before a
     run is created: transforms fitted on the training part, the model built and compiled,
-    one tiny batch evaluated. Returns the fitted pipeline (reused by the first job) and
-    the names of the metrics the model logs (``loss``, ``accuracy``…)."""
+    one tiny batch evaluated, the fine-tune stage's layers found. Returns the fitted
+    pipeline (reused by the first job) and the names of the metrics the model logs."""
     import keras
 
     from dlrun.model.builder import check_data_fits
 
-    x_train, y_train = ds.x_train[split.train], ds.y_train[split.train]
-    pipeline = fit_pipeline(recipe.preprocessing, x_train, y_train)
-    x_few, y_few = pipeline.apply(x_train[:8], y_train[:8])
-    # Feature transforms are tried on a few rows (they can be large: multi_hot), label
-    # transforms on every validation and test label (a class the training part never saw).
-    if split.validation is not None:
-        pipeline.apply(ds.x_train[split.validation[:8]], ds.y_train[split.validation])
-    if ds.x_test is not None:
-        pipeline.apply(ds.x_test[:8], ds.y_test)
-    model = _compiled_model(recipe, x_few)
+    pipeline, data = _preflight_data(recipe, ds, split)
+    x_few, y_few = data.few()
+    model, _ = _compiled_model(recipe, x_few, _build_context(pipeline, base_dir))
     names = check_data_fits(model, x_few, y_few)
+    if recipe.fit.fine_tune is not None:
+        _start_fine_tuning(model, recipe)  # the named layers exist, the optimizer builds
     del model
     keras.backend.clear_session(free_memory=False)  # fresh layer names; skip the slow full GC
     keras.utils.set_random_seed(recipe.seed)  # …and from the seeded initial weights
     return pipeline, names
 
 
-def _compiled_model(recipe: Recipe, x):
-    """The recipe's model for inputs shaped like ``x`` (integer inputs stay integers)."""
+def preflight_model(recipe: Recipe, ds: Dataset | StreamedDataset, split: Split | None, base_dir=None):
+    """The compiled model a run would build (``dlrun show``)."""
+    pipeline, data = _preflight_data(recipe, ds, split)
+    return _compiled_model(recipe, data.few()[0], _build_context(pipeline, base_dir))[0]
+
+
+def _preflight_data(recipe: Recipe, ds: Dataset | StreamedDataset, split: Split | None
+                    ) -> tuple[FittedPipeline | None, JobData]:
+    """The pipeline fitted on the training part, and a few transformed samples of every part."""
+    if isinstance(ds, StreamedDataset):
+        pipeline, data = None, _streamed_parts(ds, recipe, evaluate_test=True)
+        _check_parts_agree(data)
+    else:
+        x_train, y_train = ds.x_train[split.train], ds.y_train[split.train]
+        pipeline = fit_pipeline(recipe.preprocessing, x_train, y_train)
+        data = JobData(pipeline.apply(x_train[:8], y_train[:8]))
+        # Feature transforms are tried on a few rows (they can be large: multi_hot), label
+        # transforms on every validation and test label (a class the training part never saw).
+        if split.validation is not None:
+            pipeline.apply(ds.x_train[split.validation[:8]], ds.y_train[split.validation])
+        if ds.x_test is not None:
+            pipeline.apply(ds.x_test[:8], ds.y_test)
+    return pipeline, data
+
+
+def _check_parts_agree(data: JobData) -> None:
+    """Validation and test batches must look like training batches (same sample shapes)."""
+    from dlrun.errors import DataError
+
+    x, y = data.few()
+    for name in ("validation", "test"):
+        part = getattr(data, name)
+        if part is None:
+            continue
+        px, py = next(iter(part.take(1)))
+        if tuple(px.shape[1:]) != x.shape[1:] or tuple(py.shape[1:]) != y.shape[1:]:
+            raise DataError(f"data: the {name} part's samples have shape {tuple(px.shape[1:])} → "
+                            f"{tuple(py.shape[1:])}, the training part's {x.shape[1:]} → {y.shape[1:]}")
+
+
+def _build_context(pipeline: FittedPipeline | None, base_dir):
+    from pathlib import Path
+
+    from dlrun.model.builder import BuildContext
+
+    vocabulary = pipeline.vocabulary() if pipeline is not None and hasattr(pipeline, "vocabulary") else None
+    return BuildContext(vocabulary=vocabulary, base_dir=Path(base_dir) if base_dir else Path.cwd())
+
+
+def _compiled_model(recipe: Recipe, x, context):
+    """The recipe's model for inputs shaped like ``x`` (integer inputs stay integers), and
+    the facts its recipe layers reported (GloVe coverage, a pretrained base…)."""
     from dlrun.model.builder import build_model, compile_model
 
-    dtype = "int32" if np.issubdtype(np.asarray(x).dtype, np.integer) else "float32"
-    model = build_model(recipe.model, x.shape[1:], name=recipe.name, input_dtype=dtype)
+    x = np.asarray(x)
+    if np.issubdtype(x.dtype, np.integer):
+        dtype = "int32"
+    elif x.dtype == object or x.dtype.kind in "SU":
+        dtype = "string"
+    else:
+        dtype = "float32"
+    model = build_model(recipe.model, x.shape[1:], name=recipe.name, input_dtype=dtype, context=context)
     compile_model(model, recipe.compile)
-    return model
+    return model, context.facts
+
+
+def _start_fine_tuning(model, recipe: Recipe) -> dict:
+    """Unfreeze the named base from the named layer on and recompile with the fine-tune optimizer."""
+    from dlrun.model.builder import compile_model
+    from dlrun.model.finetune import unfreeze
+
+    spec = recipe.fit.fine_tune
+    facts = unfreeze(model, spec)
+    compile_model(model, recipe.compile.model_copy(update={"optimizer": spec.optimizer}))
+    return facts
+
+
+def _streamed_parts(ds: StreamedDataset, recipe: Recipe, evaluate_test: bool) -> JobData:
+    train = ds.train()
+    if recipe.fit.steps_per_epoch:
+        train = train.repeat()  # the book's generators cycle; steps_per_epoch ends an epoch
+    return JobData(
+        train,
+        ds.validation() if ds.validation is not None else None,
+        ds.test() if evaluate_test and ds.test is not None else None,
+        streamed=True,
+        fitted=ds.fitted,
+    )
+
+
+def _array_parts(ds: Dataset, split: Split, pipeline: FittedPipeline, evaluate_test: bool) -> JobData:
+    train = pipeline.apply(ds.x_train[split.train], ds.y_train[split.train])
+    validation = None
+    if split.validation is not None:
+        validation = pipeline.apply(ds.x_train[split.validation], ds.y_train[split.validation])
+    test = None
+    if evaluate_test and ds.x_test is not None:
+        test = pipeline.apply(ds.x_test, ds.y_test)
+    return JobData(train, validation, test, fitted=pipeline.state())
 
 
 def run_job(
@@ -84,58 +192,46 @@ def run_job(
 ) -> JobResult:
     from dlrun.model.builder import check_data_fits
     from dlrun.track.plots import plot_history
-    from dlrun.training.callbacks import build_callbacks, epoch_recorder
     from dlrun.training.interrupts import pending, safe_points, safe_stop_callback
 
     recipe, ds, run_dir = ctx.recipe, ctx.dataset, ctx.run_dir
-    x_train, y_train = ds.x_train[split.train], ds.y_train[split.train]
     preflighted = pipeline is not None  # this split's data and model were already tried
-    if pipeline is None:
-        pipeline = fit_pipeline(recipe.preprocessing, x_train, y_train)  # training part only
-    x_train, y_train = pipeline.apply(x_train, y_train)
-    validation = None
-    if split.validation is not None:
-        validation = pipeline.apply(ds.x_train[split.validation], ds.y_train[split.validation])
-    test = None
-    if evaluate_test and ds.x_test is not None:
-        test = pipeline.apply(ds.x_test, ds.y_test)
-    run_dir.write_json("preprocessing.json", pipeline.state())
+    if isinstance(ds, StreamedDataset):
+        data = _streamed_parts(ds, recipe, evaluate_test)
+    else:
+        if pipeline is None:  # fitted on the training part only
+            pipeline = fit_pipeline(recipe.preprocessing, ds.x_train[split.train], ds.y_train[split.train])
+        data = _array_parts(ds, split, pipeline, evaluate_test)
+    run_dir.write_json("preprocessing.json", data.fitted)
 
-    model = _compiled_model(recipe, x_train)
+    x_few, y_few = data.few()
+    model, facts = _compiled_model(recipe, x_few, _build_context(pipeline, ctx.base_dir))
     if not preflighted:
-        check_data_fits(model, x_train, y_train)
+        check_data_fits(model, x_few, y_few)
+    _record_model_facts(ctx, facts)
 
     epochs = epochs or recipe.fit.epochs
-
-    def on_epoch(job, epoch, total, logs, seconds):
-        run_dir.append_history(epoch, logs)
-        if ctx.tracked is not None:
-            ctx.tracked.log_epoch(logs, step=epoch)
-        ctx.reporter.epoch(job, epoch, total, logs, seconds)
-
-    ctx.reporter.job_started(split.name, epochs)
+    fine_tune = recipe.fit.fine_tune
+    total = epochs + (fine_tune.epochs if fine_tune else 0)
+    ctx.reporter.job_started(split.name, total)
     stop = safe_stop_callback()
-    callbacks = build_callbacks(recipe.fit.callbacks, run_dir.path, has_validation=validation is not None,
-                                note=ctx.reporter.note)
-    # Last, so it sees what other callbacks add to the logs (ReduceLROnPlateau's learning_rate).
-    callbacks += [stop, epoch_recorder(split.name, epochs, on_epoch)]
     metrics: dict[str, float] = {}
     with safe_points():  # Ctrl-C/SIGTERM stop at the next batch, then raise
-        history = model.fit(
-            x_train,
-            y_train,
-            batch_size=recipe.fit.batch_size,
-            epochs=epochs,
-            shuffle=recipe.fit.shuffle,
-            validation_data=validation,
-            callbacks=callbacks,
-            verbose=0,
-        ).history
+        history = _fit(ctx, model, data, split.name, 0, epochs, total, stop)
+        if fine_tune is not None and not pending():  # also after an early stop of stage one
+            _record_model_facts(ctx, _start_fine_tuning(model, recipe))
+            ctx.reporter.note(f"fine-tuning {fine_tune.layer} from {fine_tune.unfreeze_from} on "
+                              f"for {fine_tune.epochs} epochs")
+            done = len(next(iter(history.values()), []))
+            more = _fit(ctx, model, data, split.name, done, done + fine_tune.epochs, total, stop)
+            history = {k: history.get(k, []) + more.get(k, []) for k in {*history, *more}}
         if not pending():  # a noted signal is raised as Interrupted when this block ends
-            if validation is not None:
-                metrics.update(_evaluate(model, *validation, recipe.fit.batch_size, "val_", [stop]))
-            if test is not None:
-                metrics.update(_evaluate(model, *test, recipe.fit.batch_size, "test_", [stop]))
+            if data.validation is not None:
+                metrics.update(_evaluate(model, data.validation, recipe.fit.batch_size, "val_", [stop]))
+            if data.test is not None:
+                metrics.update(_evaluate(model, data.test, recipe.fit.batch_size, "test_", [stop]))
+    if isinstance(ds, StreamedDataset) and ds.extra_metrics is not None and not pending():
+        metrics.update(ds.extra_metrics(metrics))  # baselines, metrics in the target's own units
     history = {k: [float(v) for v in vals] for k, vals in history.items()}
     run_dir.write_json("metrics.json", metrics)
     if recipe.tracking.log_model:
@@ -143,3 +239,44 @@ def run_job(
     plot_history(history, run_dir.file("learning_curves.png"), title=f"{recipe.name} — {split.name}")
     ctx.reporter.job_finished(split.name, metrics)
     return JobResult(split.name, history, metrics, len(next(iter(history.values()), [])), model)
+
+
+def _fit(ctx: JobContext, model, data: JobData, job: str, initial_epoch: int, epochs: int, total: int, stop
+         ) -> dict[str, list]:
+    """``model.fit`` from ``initial_epoch`` to ``epochs`` (a stage), recording each epoch."""
+    from dlrun.training.callbacks import build_callbacks, epoch_recorder
+
+    recipe, run_dir = ctx.recipe, ctx.run_dir
+
+    def on_epoch(job, epoch, total, logs, seconds):
+        run_dir.append_history(epoch, logs)
+        if ctx.tracked is not None:
+            ctx.tracked.log_epoch(logs, step=epoch)
+        ctx.reporter.epoch(job, epoch, total, logs, seconds)
+
+    callbacks = build_callbacks(recipe.fit.callbacks, run_dir.path, has_validation=data.validation is not None,
+                                note=ctx.reporter.note)
+    # Last, so it sees what other callbacks add to the logs (ReduceLROnPlateau's learning_rate).
+    callbacks += [stop, epoch_recorder(job, total, on_epoch)]
+    if data.streamed:
+        inputs = {"x": data.train, "steps_per_epoch": recipe.fit.steps_per_epoch,
+                  "validation_steps": recipe.fit.validation_steps}
+    else:
+        inputs = {"x": data.train[0], "y": data.train[1], "batch_size": recipe.fit.batch_size,
+                  "shuffle": recipe.fit.shuffle}
+    return model.fit(**inputs, epochs=epochs, initial_epoch=initial_epoch, validation_data=data.validation,
+                     callbacks=callbacks, verbose=0).history
+
+
+def _record_model_facts(ctx: JobContext, facts: dict) -> None:
+    """What recipe layers found (GloVe coverage, a base's trainable layers): run dir, MLflow, a note."""
+    if not facts:
+        return
+    ctx.run_dir.write_json("model_facts.json", {**_read_facts(ctx.run_dir), **facts})
+    if ctx.tracked is not None:
+        ctx.tracked.set_tags({f"dlrun.model.{k}": str(v) for k, v in facts.items()})
+    ctx.reporter.note("model: " + ", ".join(f"{k} {v}" for k, v in facts.items()))
+
+
+def _read_facts(run_dir) -> dict:
+    return run_dir.read_json("model_facts.json") if run_dir.file("model_facts.json").exists() else {}

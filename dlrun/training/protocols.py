@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from dlrun.data.dataset import StreamedDataset
 from dlrun.data.splits import Split, holdout_split, kfold_splits, resolve_stratify
 from dlrun.errors import UsageError, did_you_mean
 from dlrun.recipe.schema import Recipe
@@ -55,9 +56,10 @@ class ProtocolContext:
     tracked: Any  # TrackedRun | None (the run itself, the parent for folds)
     reporter: Any
     first_pipeline: Any = None  # fitted on splits[0] by the preflight; reused by its job
+    base_dir: Any = None  # the recipe's folder
 
     def job_context(self, run_dir, tracked) -> JobContext:
-        return JobContext(self.recipe, self.dataset, run_dir, tracked, self.reporter)
+        return JobContext(self.recipe, self.dataset, run_dir, tracked, self.reporter, self.base_dir)
 
     def pipeline_for(self, split: Split):
         return self.first_pipeline if split is self.splits[0] else None
@@ -85,6 +87,8 @@ def _best_epoch(curve: list[float] | None, monitor: str, mode: str = "min") -> d
 
 
 def _split_record(splits: list[Split], dataset) -> dict:
+    if isinstance(dataset, StreamedDataset):  # parts fixed by the source (folders, row ranges)
+        return {"parts": dataset.info.get("parts", {})}
     record = {
         s.name: {
             "train": s.train.tolist(),
@@ -101,7 +105,20 @@ def _split_record(splits: list[Split], dataset) -> dict:
 
 
 def plan_holdout(recipe: Recipe, dataset) -> list[Split]:
+    if isinstance(dataset, StreamedDataset):
+        return [Split("holdout", None, None)]  # the source fixes its parts
     return [holdout_split(len(dataset.y_train), recipe.data.split.validation, recipe.seed)]
+
+
+def plan_baseline(recipe: Recipe, dataset) -> list[Split]:
+    return [Split("baseline", None, None)]
+
+
+def run_baseline(ctx: ProtocolContext) -> dict[str, float]:
+    from dlrun.training.baseline import run_baseline as run
+
+    ctx.run_dir.write_json("splits.json", _split_record(ctx.splits, ctx.dataset))
+    return run(ctx)
 
 
 def run_holdout(ctx: ProtocolContext) -> dict[str, float]:
@@ -266,4 +283,5 @@ class Protocol:
 PROTOCOLS: dict[str, Protocol] = {
     "holdout": Protocol(plan_holdout, run_holdout),
     "kfold": Protocol(plan_kfold, run_kfold),
+    "baseline": Protocol(plan_baseline, run_baseline),
 }

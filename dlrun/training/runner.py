@@ -48,7 +48,8 @@ def run_recipe(
     reporter=None,
     command: list[str] | None = None,
 ) -> RunSummary:
-    from dlrun.data.sources import load_dataset
+    from dlrun.data.dataset import StreamedDataset
+    from dlrun.data.sources import load_data
     from dlrun.data.splits import apply_test_split
     from dlrun.report import Reporter
     from dlrun.track.rundir import RunDir
@@ -62,13 +63,16 @@ def run_recipe(
     experiment = recipe.tracking.experiment or recipe.name
 
     # Input errors (data, splits, transforms, model shape) surface here, before anything is created.
-    dataset = load_dataset(recipe.data, loaded.base_dir, recipe.seed)
-    dataset = apply_test_split(dataset, recipe.data.split, recipe.seed)
+    dataset = load_data(recipe.data, loaded.base_dir, recipe.seed, recipe.fit.batch_size)
+    if not isinstance(dataset, StreamedDataset):
+        dataset = apply_test_split(dataset, recipe.data.split, recipe.seed)
     protocol = PROTOCOLS[recipe.evaluation.protocol]
     splits = protocol.plan(recipe, dataset)
-    first_pipeline, logged = preflight(recipe, dataset, splits[0])
-    if recipe.evaluation.protocol == "kfold":
-        check_kfold_monitor(recipe, logged)
+    first_pipeline = None
+    if recipe.model is not None and recipe.evaluation.protocol != "baseline":
+        first_pipeline, logged = preflight(recipe, dataset, splits[0], loaded.base_dir)
+        if recipe.evaluation.protocol == "kfold":
+            check_kfold_monitor(recipe, logged)
 
     run_dir = RunDir.create(output_root, experiment, recipe.tracking.run_name)
     summary = RunSummary(None, str(run_dir.path), experiment, recipe.name, recipe.evaluation.protocol, "RUNNING")
@@ -80,7 +84,8 @@ def run_recipe(
         run_dir.write_status("RUNNING", mlflow_run_id=summary.run_id, tracking_uri=summary.tracking_uri,
                              seed=recipe.seed)
         reporter.run_started({"protocol": summary.protocol, "recipe": recipe.name, "run_dir": summary.run_dir})
-        ctx = ProtocolContext(recipe, dataset, splits, run_dir, tracker, tracked, reporter, first_pipeline)
+        ctx = ProtocolContext(recipe, dataset, splits, run_dir, tracker, tracked, reporter, first_pipeline,
+                              loaded.base_dir)
         summary.metrics = protocol.run(ctx)
         run_dir.write_json("summary.json", summary.metrics)
         _finish(summary, run_dir, tracked, "FINISHED", None)
