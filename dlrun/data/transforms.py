@@ -153,6 +153,72 @@ class PadSequences(Transform):
                              dtype="int32" if float(value).is_integer() else "float32")
 
 
+class TextVectorization(Transform):
+    """Keras ``TextVectorization`` adapted on the training part's strings only (vocabulary,
+    and idf weights for tf_idf), applied batch by batch into NumPy.
+
+    ``int`` mode gives int32 indices (0 padding, 1 ``[UNK]``) padded or cut to
+    ``output_sequence_length``; without a length it gives one variable-length sequence per
+    text (like the book's ``Tokenizer.texts_to_sequences``), for ``pad_sequences`` to follow.
+    The other modes give float32 rows of the vocabulary's size.
+    """
+
+    BATCH = 1024
+
+    def fit(self, a):
+        import keras
+        import tensorflow as tf
+
+        s = self.spec
+        self.layer = keras.layers.TextVectorization(
+            max_tokens=s.max_tokens, output_mode=s.output_mode, output_sequence_length=s.output_sequence_length,
+            standardize=s.standardize, split=s.split, ngrams=s.ngrams)
+        texts = _strings(a)
+        if not len(texts):
+            raise DataError("text_vectorization has no training texts to learn a vocabulary from")
+        self.layer.adapt(tf.data.Dataset.from_tensor_slices(texts).batch(self.BATCH))
+
+    def apply(self, a):
+        texts = _strings(a)
+        chunks = [self.layer(texts[i:i + self.BATCH]).numpy() for i in range(0, len(texts), self.BATCH)]
+        if self.spec.output_mode != "int":
+            size = self.layer.vocabulary_size()
+            return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, size), np.float32)
+        if self.spec.output_sequence_length is not None:
+            width = self.spec.output_sequence_length
+            return np.concatenate(chunks).astype(np.int32) if chunks else np.zeros((0, width), np.int32)
+        # No fixed length: each batch comes padded with zeros at its end; drop them per text.
+        out = np.empty(len(texts), dtype=object)
+        rows = (row for chunk in chunks for row in chunk.astype(np.int32))
+        for i, row in enumerate(rows):
+            out[i] = row[: int(np.flatnonzero(row)[-1]) + 1] if row.any() else row[:0]
+        return out
+
+    def vocabulary(self) -> list[str]:
+        return [str(token) for token in self.layer.get_vocabulary()]  # plain str, not np.str_
+
+    def fitted(self):
+        vocabulary = self.vocabulary()
+        return {"vocabulary_size": len(vocabulary), "first_tokens": vocabulary[:20]}
+
+
+def _strings(a) -> np.ndarray:
+    """Texts as a 1-D array of ``str``: a 1-D array, or an (n, 1) column read from a CSV."""
+    a = np.asarray(a)
+    if a.ndim == 2 and a.shape[1] == 1:
+        a = a[:, 0]
+    if a.ndim != 1 or a.dtype.kind not in "OUS":
+        raise DataError(f"text_vectorization needs one text per sample (strings of shape (n,) or (n, 1)); got "
+                        f"shape {list(a.shape)} and dtype {a.dtype}")
+    if a.dtype.kind == "O":
+        bad = [i for i, t in enumerate(a) if not isinstance(t, (str, bytes))]
+        if bad:
+            raise DataError(f"sample {bad[0]} is {type(a[bad[0]]).__name__}, not text ({len(bad)} such "
+                            f"sample(s)); give text_vectorization string columns without missing values")
+        a = np.array([t if isinstance(t, str) else t.decode("utf-8", "replace") for t in a], dtype=object)
+    return a.astype(str) if a.dtype.kind == "S" else a
+
+
 def _numeric(a, name: str) -> np.ndarray:
     a = np.asarray(a)
     if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
@@ -169,6 +235,7 @@ TRANSFORMS: dict[str, type[Transform]] = {
     "rescale": Rescale,
     "reshape": Reshape,
     "pad_sequences": PadSequences,
+    "text_vectorization": TextVectorization,
 }
 
 
@@ -186,6 +253,14 @@ class FittedPipeline:
             elif y is not None:
                 y = _located(i, step, step.apply, y)
         return x, y
+
+    def vocabulary(self) -> list[str] | None:
+        """The vocabulary of the last ``text_vectorization`` of ``x`` in ``int`` mode, in index
+        order (0 padding, 1 ``[UNK]``), for pretrained embeddings; ``None`` without one."""
+        for step in reversed(self.steps):
+            if isinstance(step, TextVectorization) and step.spec.apply_to == "x":
+                return step.vocabulary() if step.spec.output_mode == "int" else None
+        return None
 
     def state(self) -> list[dict]:
         """Each transform's settings and fitted statistics, JSON-serializable."""
