@@ -189,8 +189,9 @@ class RowRange(Strict):
 class TimeseriesData(Strict):
     """A multivariate series in a CSV (the Jena layout: a date-time column, numeric columns),
     cut into chronological train/validation/test ranges and windowed as the book does (6.3):
-    each sample holds ``lookback`` rows every ``step`` rows, the target is ``target`` ``delay``
-    rows after the window's end. Normalized with the training range's statistics."""
+    for row ``i`` the sample is rows ``i - lookback … i - 1`` every ``step`` rows, the target is
+    ``target`` at row ``i + delay``; a part's windows and targets stay inside its range (row
+    numbers count after ``missing: drop``). Normalized with the training range's statistics."""
 
     source: Literal["timeseries_csv"]
     path: str
@@ -271,7 +272,9 @@ class PadSequences(_TransformBase):
 
 
 class TextVectorization(_TransformBase):
-    """Keras ``TextVectorization`` adapted on the training part's strings only."""
+    """Keras ``TextVectorization`` adapted on the training part's strings only. ``int`` mode
+    gives word indices (0 padding, 1 out-of-vocabulary) padded/cut to ``output_sequence_length``
+    or, without it, one whole sequence per text for a ``pad_sequences`` step to follow."""
 
     transform: Literal["text_vectorization"]
     max_tokens: int | None = Field(strict=True, default=20000, ge=2, lt=2**31)

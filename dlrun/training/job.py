@@ -260,7 +260,7 @@ def _fit(ctx: JobContext, model, data: JobData, job: str, initial_epoch: int, ep
     callbacks += [stop, epoch_recorder(job, total, on_epoch)]
     if data.streamed:
         inputs = {"x": data.train, "steps_per_epoch": recipe.fit.steps_per_epoch,
-                  "validation_steps": recipe.fit.validation_steps}
+                  "validation_steps": recipe.fit.validation_steps, "shuffle": False}  # the source shuffles
     else:
         inputs = {"x": data.train[0], "y": data.train[1], "batch_size": recipe.fit.batch_size,
                   "shuffle": recipe.fit.shuffle}
