@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from dlrun.metric_direction import lower_is_better
 from dlrun.errors import UsageError, did_you_mean
 from dlrun.track.rundir import HISTORY_FILE, STATUS_FILE, RunDir, safe_name
 
@@ -27,14 +28,6 @@ _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 _HEX = re.compile(r"^[0-9a-f]{6,32}$")
 _RECIPE_SUFFIXES = (".yaml", ".yml")
 
-# Same rule as dlrun.training.protocols.lower_is_better, copied: that module imports the
-# training stack, and compare must stay light.
-_LOWER_IS_BETTER = ("loss", "error", "mae", "mse", "mape", "msle", "hinge", "crossentropy", "divergence",
-                    "logcosh", "poisson", "false_")
-
-
-def lower_is_better(metric: str) -> bool:
-    return any(word in metric.lower() for word in _LOWER_IS_BETTER)
 
 
 @dataclass

@@ -13,16 +13,11 @@ import numpy as np
 
 from dlrun.data.dataset import StreamedDataset
 from dlrun.data.splits import Split, holdout_split, kfold_splits, resolve_stratify
+from dlrun.metric_direction import lower_is_better
 from dlrun.errors import UsageError, did_you_mean
 from dlrun.recipe.schema import Recipe
 from dlrun.training.job import JobContext, JobResult, run_job
 
-_LOWER_IS_BETTER = ("loss", "error", "mae", "mse", "mape", "msle", "hinge", "crossentropy", "divergence",
-                    "logcosh", "poisson", "false_")
-
-
-def lower_is_better(metric: str) -> bool:
-    return any(word in metric.lower() for word in _LOWER_IS_BETTER)
 
 
 def monitor_mode(recipe: Recipe, monitor: str) -> str:
