@@ -1,0 +1,177 @@
+"""Image folders (one sub-folder per class under ``train/``, ``validation/``, ``test/``) streamed
+with ``keras.utils.image_dataset_from_directory``: images are decoded batch by batch from disk,
+never all held in memory (the book's ``flow_from_directory``, 5.2.4).
+
+With ``features:`` a frozen pretrained base runs over every image once and the model trains on
+the cached feature arrays instead (the book's fast feature extraction, 5.3.1).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from dlrun.data.dataset import StreamedDataset
+from dlrun.errors import DataError
+
+# What image_dataset_from_directory reads (keras.src.utils.image_dataset_utils.ALLOWLIST_FORMATS).
+IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+_CHANNELS = {"rgb": 3, "grayscale": 1, "rgba": 4}
+_LAYOUT_HINT = ("the book's cats_and_dogs_small layout: train/, validation/, test/, each with one "
+                "sub-folder of images per class (cats/, dogs/)")
+
+
+def load_image_directory(spec, base_dir: Path, *, seed: int, batch_size: int) -> StreamedDataset:
+    root = (Path(base_dir) / spec.path).resolve()
+    if not root.is_dir():
+        raise DataError(f"data.path: no such folder: {root} — expected {_LAYOUT_HINT}")
+    folders = {part: getattr(spec, part) for part in ("train", "validation", "test")}
+    scans = {part: _scan(root, part, folder) for part, folder in folders.items() if folder is not None}
+    class_names = _check_classes(scans, spec.label_mode)
+
+    info = {
+        "path": str(root),
+        "class_names": class_names,
+        "image_size": list(spec.image_size),
+        "color_mode": spec.color_mode,
+        "label_mode": spec.label_mode,
+        "rescale": spec.rescale,
+        "parts": {part: {"folder": folders[part], "files": s["files"], "per_class": s["per_class"]}
+                  for part, s in scans.items()},
+        "files": sum(s["files"] for s in scans.values()),
+        "bytes_on_disk": sum(s["bytes"] for s in scans.values()),
+        "batch_size": batch_size,
+    }
+    directories = {part: root / folders[part] for part in scans}
+    if spec.features is None:
+        factories = {part: _part_factory(directory, spec, class_names, batch_size, seed,
+                                         shuffle=(part == "train" and spec.shuffle))
+                     for part, directory in directories.items()}
+    else:
+        factories, info["features"] = _cached_features(spec, base_dir, directories, class_names, batch_size, seed)
+    return StreamedDataset(
+        name=root.name,
+        train=factories["train"],
+        validation=factories.get("validation"),
+        test=factories.get("test"),
+        info=info,
+    )
+
+
+# --------------------------------------------------------------------------- folders
+
+
+def _scan(root: Path, part: str, folder: str) -> dict:
+    """Class sub-folders, image counts and bytes of one part, without reading any image."""
+    directory = root / folder
+    if not directory.is_dir():
+        present = sorted(p.name for p in root.iterdir() if p.is_dir())
+        raise DataError(f"data.{part}: no folder '{folder}' under {root} (found: {', '.join(present) or 'nothing'}) "
+                        f"— expected {_LAYOUT_HINT}; set data.{part}: null to go without it")
+    # image_dataset_from_directory takes every sub-folder as a class, in sorted order.
+    classes = sorted(p.name for p in directory.iterdir() if p.is_dir())
+    if not classes:
+        raise DataError(f"data.{part}: {directory} has no class sub-folders — expected {_LAYOUT_HINT}")
+    per_class, size = {}, 0
+    for name in classes:
+        files = [f for f in (directory / name).rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
+        per_class[name] = len(files)
+        size += sum(f.stat().st_size for f in files)
+    files = sum(per_class.values())
+    if files == 0:
+        raise DataError(f"data.{part}: no images ({', '.join(IMAGE_SUFFIXES)}) under {directory}")
+    return {"classes": classes, "per_class": per_class, "files": files, "bytes": size}
+
+
+def _check_classes(scans: dict, label_mode: str) -> list[str]:
+    """Every part must have the training part's classes, so label i means the same class everywhere."""
+    classes = scans["train"]["classes"]
+    for part, scan in scans.items():
+        if scan["classes"] != classes:
+            missing = sorted(set(classes) - set(scan["classes"]))
+            extra = sorted(set(scan["classes"]) - set(classes))
+            raise DataError(f"data.{part}: its class folders {scan['classes']} differ from data.train's {classes}"
+                            f"{f' (missing: {missing})' if missing else ''}{f' (extra: {extra})' if extra else ''}"
+                            " — every part needs the same class sub-folders")
+    if label_mode == "binary" and len(classes) != 2:
+        raise DataError(f"data.label_mode: binary needs exactly 2 class folders, found {len(classes)} {classes} "
+                        "— use label_mode: categorical (one-hot) or int (sparse)")
+    return classes
+
+
+def _part_factory(directory: Path, spec, class_names: list[str], batch_size: int, seed: int, *, shuffle: bool):
+    """A factory of one part's batched tf.data pipeline: file paths are listed (and shuffled)
+    up front, images decoded lazily per batch; the shuffle repeats, differently, every epoch."""
+
+    def make():
+        import keras
+        import tensorflow as tf
+
+        ds = keras.utils.image_dataset_from_directory(
+            str(directory), labels="inferred", label_mode=spec.label_mode, class_names=class_names,
+            color_mode=spec.color_mode, batch_size=batch_size, image_size=tuple(spec.image_size),
+            shuffle=shuffle, seed=seed, verbose=False,
+        )
+        if spec.rescale is not None:
+            scale = float(spec.rescale)
+            ds = ds.map(lambda x, y: (x * scale, y), num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    return make
+
+
+# --------------------------------------------------------------------------- cached features
+
+
+def _cached_features(spec, base_dir: Path, directories: dict, class_names: list[str], batch_size: int,
+                     seed: int) -> tuple[dict, dict]:
+    """Run the pretrained base once over every part and serve the features from memory."""
+    from dlrun.model.pretrained import build_application
+
+    feats = spec.features
+    shape = (*spec.image_size, _CHANNELS[spec.color_mode])
+    base = build_application(feats.application, weights=feats.weights, include_top=False, pooling=feats.pooling,
+                             input_shape=shape, base_dir=Path(base_dir), where="data.features")
+    base.trainable = False
+    started = time.perf_counter()
+    arrays = {}
+    for part, directory in directories.items():
+        # Read in file order; the training part's cached features are shuffled per epoch instead.
+        arrays[part] = _extract(base, _part_factory(directory, spec, class_names, batch_size, seed, shuffle=False)())
+    seconds = time.perf_counter() - started
+    cached = {part: _feature_factory(x, y, batch_size, seed, shuffle=(part == "train" and spec.shuffle))
+              for part, (x, y) in arrays.items()}
+    info = {
+        "application": feats.application,
+        "weights": feats.weights,
+        "pooling": feats.pooling,
+        "feature_shape": list(arrays["train"][0].shape[1:]),
+        "cached_bytes": int(sum(x.nbytes + y.nbytes for x, y in arrays.values())),
+        "extraction_seconds": round(seconds, 2),
+        "base_layers": len(base.layers),
+        "base_params": int(base.count_params()),
+    }
+    return cached, info
+
+
+def _extract(base, batches) -> tuple[np.ndarray, np.ndarray]:
+    """The base's outputs and the labels of every batch (the book's extract_features, 5.3.1)."""
+    features, labels = [], []
+    for x, y in batches:
+        features.append(np.asarray(base.predict_on_batch(x), dtype=np.float32))
+        labels.append(y.numpy())
+    return np.concatenate(features), np.concatenate(labels)
+
+
+def _feature_factory(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, *, shuffle: bool):
+    def make():
+        import tensorflow as tf
+
+        ds = tf.data.Dataset.from_tensor_slices((x, y))
+        if shuffle:
+            ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+    return make
