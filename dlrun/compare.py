@@ -84,7 +84,7 @@ def _recipe_experiment(path: Path) -> str:
     from dlrun.recipe.loading import load_recipe
 
     try:
-        recipe = load_recipe(path).recipe
+        recipe = load_recipe(path, require_data=False).recipe
     except RecipeError as exc:
         raise UsageError(f"cannot read the recipe {path} to find its runs:\n{exc}") from None
     return recipe.tracking.experiment or recipe.name

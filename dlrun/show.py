@@ -68,6 +68,9 @@ def print_model_summary(loaded: LoadedRecipe) -> None:
     if shape is None:
         model = _model_from_data(loaded)
     else:
-        model = build_model(loaded.recipe.model, shape, name=loaded.recipe.name)
+        from dlrun.model.builder import BuildContext
+
+        model = build_model(loaded.recipe.model, shape, name=loaded.recipe.name,
+                            context=BuildContext(base_dir=loaded.base_dir))
         compile_model(model, loaded.recipe.compile)
     model.summary(print_fn=lambda line, **_: print(line))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dlrun.data.files import resolve_path
 from dlrun.data.dataset import StreamedDataset
 from dlrun.errors import DataError
 
@@ -24,7 +25,7 @@ _LAYOUT_HINT = ("the book's cats_and_dogs_small layout: train/, validation/, tes
 
 
 def load_image_directory(spec, base_dir: Path, *, seed: int, batch_size: int) -> StreamedDataset:
-    root = (Path(base_dir) / spec.path).resolve()
+    root = resolve_path(spec.path, base_dir).resolve()
     if not root.is_dir():
         raise DataError(f"data.path: no such folder: {root} — expected {_LAYOUT_HINT}")
     folders = {part: getattr(spec, part) for part in ("train", "validation", "test")}
