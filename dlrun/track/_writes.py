@@ -27,6 +27,14 @@ T = TypeVar("T")
 
 _LOCK_MARKERS = ("database is locked", "database is busy", "database table is locked")
 
+_retries = 0  # locked-store retries this process needed (reported as a run tag)
+_retries_lock = threading.Lock()
+
+
+def retries_so_far() -> int:
+    """How many times :func:`retry_locked` waited on a locked store in this process."""
+    return _retries
+
 
 def is_locked_error(exc: BaseException) -> bool:
     """True for SQLite's transient "database is locked"/"busy" errors, however wrapped."""
@@ -54,12 +62,15 @@ def retry_locked(
     MLflow already sets ``PRAGMA busy_timeout = 20000`` on SQLite, so reaching this means heavy
     contention; 8 attempts add up to about 6 s of extra waiting at most.
     """
+    global _retries
     for attempt in range(1, attempts + 1):
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
             if attempt == attempts or not is_locked_error(exc):
                 raise
+            with _retries_lock:
+                _retries += 1
             delay = min(max_delay, base_delay * 2 ** (attempt - 1)) * (0.5 + random.random())
             log.debug("store locked (%s); retry %d/%d in %.2fs", exc, attempt, attempts, delay)
             time.sleep(delay)

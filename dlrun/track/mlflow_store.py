@@ -7,6 +7,11 @@ active run is read or changed, so one process can drive a parent run and its fol
   ``./mlruns`` relative to the current directory. On a tracking server the server decides.
 - Per-epoch metrics (:meth:`TrackedRun.log_epoch`) go through one background thread; every
   other write is synchronous. All writes retry on SQLite's "database is locked".
+- Fail-soft: when the store cannot be reached (refused, timed out, 5xx after MLflow's short
+  retries — see :mod:`._outage`), at start or mid-run, the tracker goes *offline* for good:
+  every later call is a no-op, :meth:`Tracker.start_run` returns a run whose ``run_id`` is
+  None, nothing raises into training, and ``on_outage`` is called once (else one warning is
+  logged). The run directory keeps everything; ``dlrun sync`` uploads it later.
 - Non-finite metric values are logged as MLflow stores them: NaN stays NaN (a diverged loss is
   worth seeing), ±inf is stored by SQL stores as ±1.797e308. Values that are not numbers at all
   are skipped.
@@ -21,115 +26,150 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
-from dlrun.track._writes import BackgroundWriter, retry_locked
+from dlrun.track._mlflow_common import (  # noqa: F401 - re-exported, part of this module's API
+    MAX_ENTITY_KEY_LENGTH,
+    MAX_METRICS_PER_BATCH,
+    MAX_PARAM_VAL_LENGTH,
+    MAX_PARAMS_TAGS_PER_BATCH,
+    MAX_TAG_VAL_LENGTH,
+    RUN_STATUSES,
+    TAG_ERROR,
+    TAG_LOCK_RETRIES,
+    TAG_PARENT,
+    TAG_WRITE_ERRORS,
+    _context_tags,
+    _metric_value,
+    _safe_key,
+    _truncate,
+    flatten_params,
+    is_remote_uri,
+    resolve_tracking_uri,
+)
+from dlrun.track._outage import (
+    is_outage_error,
+    offline_message,
+    offline_notice,
+    short_reason,
+    store_init_lock,
+    use_short_http_retries,
+    utc_iso,
+)
+from dlrun.track._writes import BackgroundWriter, retries_so_far, retry_locked
 
 log = logging.getLogger("dlrun.track")
 
-# MLflow's limits (mlflow.utils.validation, 3.17); a test keeps them in sync.
-MAX_PARAM_VAL_LENGTH = 6000
-MAX_TAG_VAL_LENGTH = 8000
-MAX_ENTITY_KEY_LENGTH = 250
-MAX_PARAMS_TAGS_PER_BATCH = 100
-MAX_METRICS_PER_BATCH = 1000
-
-TAG_PARENT = "mlflow.parentRunId"
-TAG_ERROR = "dlrun.error"
-TAG_WRITE_ERRORS = "dlrun.tracking_write_errors"
-RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
-_REMOTE_SCHEMES = ("http", "https", "databricks", "databricks-uc", "uc")
-
-
-def resolve_tracking_uri(cli_uri: str | None, output_root: Path) -> str:
-    """``cli_uri`` > env ``MLFLOW_TRACKING_URI`` > ``sqlite:///<abs output_root>/mlflow.db``.
-
-    For the embedded default the output folder is created.
-    """
-    if cli_uri:
-        return cli_uri
-    env_uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
-    if env_uri:
-        return env_uri
-    root = Path(output_root).expanduser().absolute()
-    root.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{root / 'mlflow.db'}"
-
-
-def is_remote_uri(uri: str) -> bool:
-    """True for tracking servers, which choose artifact locations themselves."""
-    scheme = uri.split(":", 1)[0].lower() if "://" in uri or ":" in uri else ""
-    return scheme in _REMOTE_SCHEMES or uri in ("databricks",)
-
-
-def _truncate(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _safe_key(key: str) -> str:
-    if len(key) <= MAX_ENTITY_KEY_LENGTH:
-        return key
-    import hashlib
-
-    digest = hashlib.sha1(key.encode()).hexdigest()[:8]
-    return f"{key[: MAX_ENTITY_KEY_LENGTH - 9]}~{digest}"
-
-
-def flatten_params(obj: Any, prefix: str = "") -> dict[str, str]:
-    """Nested dicts/lists as dotted keys with string values, cut to MLflow's length limits.
-
-    ``{"model": {"layers": [{"Dense": {"units": 16}}]}}`` → ``{"model.layers.0.Dense.units": "16"}``.
-    Empty containers are kept as ``{}``/``[]``; pydantic models are dumped first; a bare
-    scalar without a prefix is returned under the key ``value``.
-    """
-    if hasattr(obj, "model_dump"):
-        obj = obj.model_dump(mode="json")
-    out: dict[str, str] = {}
-    if isinstance(obj, Mapping):
-        items: Iterable[tuple[Any, Any]] = obj.items()
-    elif isinstance(obj, (list, tuple)):
-        items = enumerate(obj)
-    else:
-        out[_safe_key(prefix or "value")] = _truncate(str(obj), MAX_PARAM_VAL_LENGTH)
-        return out
-    empty = True
-    for key, value in items:
-        empty = False
-        out.update(flatten_params(value, f"{prefix}.{key}" if prefix else str(key)))
-    if empty and prefix:
-        out[_safe_key(prefix)] = "{}" if isinstance(obj, Mapping) else "[]"
-    return out
-
-
-def _metric_value(value: Any) -> float | None:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
+__all__ = ["Tracker", "TrackedRun", "flatten_params", "offline_notice", "resolve_tracking_uri"]
 
 
 class Tracker:
-    """One experiment on one tracking store. Create runs with :meth:`start_run`."""
+    """One experiment on one tracking store. Create runs with :meth:`start_run`.
 
-    def __init__(self, uri: str, experiment: str, artifact_root: Path):
+    ``on_outage(info)`` is called once, from whichever thread first finds the store gone, with
+    ``{"since", "uri", "reason", "epoch"}`` (``epoch``: the last step queued when it happened);
+    :func:`~dlrun.track._outage.offline_notice` makes one for a run directory. ``strict=True``
+    (used by ``dlrun sync``) raises connectivity errors instead of going offline.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        experiment: str,
+        artifact_root: Path,
+        *,
+        on_outage: Callable[[dict], None] | None = None,
+        strict: bool = False,
+    ):
         """``artifact_root`` holds one folder per experiment (``<artifact_root>/<experiment>``),
         used as the artifact location of experiments this tracker creates on a local store."""
         from mlflow import MlflowClient
 
+        from dlrun.errors import UsageError
+
+        use_short_http_retries()
         self.uri = uri
         self.experiment = experiment
         self.artifact_root = Path(artifact_root).expanduser().absolute()
-        self.client = MlflowClient(tracking_uri=uri)
+        self.on_outage = on_outage
+        self.strict = strict
+        self.outage: dict[str, Any] | None = None
+        self._outage_lock = threading.Lock()
         self._writer = BackgroundWriter()
-        self.experiment_id = self._get_or_create_experiment()
+        self.client = None
+        self.experiment_id: str | None = None
+        try:
+            with store_init_lock(uri):
+                self.client = MlflowClient(tracking_uri=uri)
+                self.experiment_id = self._get_or_create_experiment()
+        except UsageError:
+            raise
+        except Exception as exc:
+            outage = is_outage_error(exc)
+            if outage and not strict:
+                self._go_offline(exc)
+                return
+            if self.client is None and not outage:  # MLflow could not even parse the URI
+                raise UsageError(
+                    f"cannot use the MLflow tracking URI '{uri}': {' '.join(str(exc).split())[:300]} — check "
+                    "--tracking-uri or MLFLOW_TRACKING_URI"
+                ) from exc
+            raise
 
     @classmethod
     def from_output_root(
-        cls, output_root: Path, experiment: str, cli_uri: str | None = None
+        cls,
+        output_root: Path,
+        experiment: str,
+        cli_uri: str | None = None,
+        on_outage: Callable[[dict], None] | None = None,
     ) -> "Tracker":
-        """The usual wiring: :func:`resolve_tracking_uri`, artifacts in ``<output_root>/mlartifacts``."""
+        """The usual wiring: :func:`resolve_tracking_uri`, artifacts in ``<output_root>/mlartifacts``.
+
+        Never raises for an unreachable store: the tracker is then offline.
+        """
         root = Path(output_root).expanduser().absolute()
-        return cls(resolve_tracking_uri(cli_uri, root), experiment, root / "mlartifacts")
+        return cls(resolve_tracking_uri(cli_uri, root), experiment, root / "mlartifacts", on_outage=on_outage)
+
+    # ------------------------------------------------------------------ outage
+
+    @property
+    def offline(self) -> bool:
+        return self.outage is not None
+
+    def _go_offline(self, exc: BaseException, run: "TrackedRun | None" = None) -> None:
+        with self._outage_lock:
+            if self.outage is not None:
+                return
+            self.outage = {
+                "since": utc_iso(),
+                "uri": self.uri,
+                "reason": short_reason(exc),
+                "epoch": getattr(run, "last_step", None),
+            }
+            info, hook = dict(self.outage), self.on_outage
+        if hook is None:
+            log.warning("%s", offline_message(info))
+            return
+        try:
+            hook(info)
+        except Exception as hook_exc:  # noqa: BLE001 - a broken hook must not stop training
+            log.warning("%s (outage hook failed: %s)", offline_message(info), hook_exc)
+
+    def _call(self, fn: Callable[..., Any], *args: Any, run: "TrackedRun | None" = None, **kwargs: Any) -> Any:
+        """``fn`` through :func:`retry_locked`; None (and offline from now on) when the store
+        is unreachable. Other errors propagate."""
+        if self.outage is not None:
+            return None
+        try:
+            return retry_locked(fn, *args, **kwargs)
+        except Exception as exc:
+            if self.strict or not is_outage_error(exc):
+                raise
+            self._go_offline(exc, run)
+            return None
+
+    # ------------------------------------------------------------------ experiment, runs
 
     def _artifact_location(self) -> str | None:
         if is_remote_uri(self.uri):
@@ -153,6 +193,8 @@ class Tracker:
                     artifact_location=self._artifact_location(),
                 )
             except MlflowException as exc:  # created meanwhile by another process?
+                if is_outage_error(exc):
+                    raise
                 exp = retry_locked(self.client.get_experiment_by_name, self.experiment)
                 if exp is None:
                     raise UsageError(
@@ -171,51 +213,68 @@ class Tracker:
         run_name: str | None = None,
         tags: Mapping[str, str] | None = None,
         parent: "TrackedRun | None" = None,
+        start_time: int | None = None,
     ) -> "TrackedRun":
-        """A new RUNNING run; with ``parent`` a nested run (tag ``mlflow.parentRunId``)."""
+        """A new RUNNING run; with ``parent`` a nested run (tag ``mlflow.parentRunId``).
+
+        Offline, the run has ``run_id`` None and all its methods do nothing.
+        """
+        if self.outage is not None:
+            return TrackedRun(self, None, run_name)
         all_tags = _context_tags()
         all_tags.update({str(k): _truncate(str(v), MAX_TAG_VAL_LENGTH) for k, v in (tags or {}).items()})
-        if parent is not None:
+        if parent is not None and parent.run_id is not None:
             all_tags[TAG_PARENT] = parent.run_id
-        run = retry_locked(
-            self.client.create_run, self.experiment_id, tags=all_tags, run_name=run_name
+        run = self._call(
+            self.client.create_run, self.experiment_id, tags=all_tags, run_name=run_name, start_time=start_time
         )
+        if run is None:
+            return TrackedRun(self, None, run_name)
         return TrackedRun(self, run.info.run_id, run.info.run_name)
 
-
-def _context_tags() -> dict[str, str]:
-    """The tags ``mlflow.start_run`` adds (user, source name/type, git commit)."""
-    try:
-        from mlflow.tracking.context.registry import resolve_tags
-
-        return {k: str(v) for k, v in resolve_tags({}).items()}
-    except Exception:  # noqa: BLE001 - context tags are a nicety
-        import getpass
-
-        try:
-            user = getpass.getuser()
-        except Exception:  # noqa: BLE001
-            user = "unknown"
-        return {"mlflow.user": user, "mlflow.source.type": "LOCAL"}
+    def reopen_run(self, run_id: str | None) -> "TrackedRun":
+        """An existing run set RUNNING again (``dlrun train --resume``); a run that never reached
+        the store (``run_id`` None, or offline) stays offline: ``dlrun sync`` uploads it later."""
+        if run_id is None or self.outage is not None:
+            return TrackedRun(self, None)
+        run = self._call(self.client.get_run, run_id)
+        if run is None:
+            return TrackedRun(self, None)
+        self._call(self.client.update_run, run_id, status="RUNNING")
+        return TrackedRun(self, run_id, run.info.run_name)
 
 
 class TrackedRun:
     """One MLflow run. End it with :meth:`end`, or use it as a context manager
-    (FINISHED; FAILED on an exception; KILLED on KeyboardInterrupt/SystemExit)."""
+    (FINISHED; FAILED on an exception; KILLED on KeyboardInterrupt/SystemExit).
 
-    def __init__(self, tracker: Tracker, run_id: str, run_name: str | None = None):
+    When the tracker is offline (or the run was started offline, ``run_id`` None) every
+    method does nothing and returns None.
+    """
+
+    def __init__(self, tracker: Tracker, run_id: str | None, run_name: str | None = None):
         self.tracker = tracker
         self.client = tracker.client
         self.run_id = run_id
         self.run_name = run_name
         self.experiment_id = tracker.experiment_id
         self.status = "RUNNING"
+        self.last_step: int | None = None
         self._buffer: list = []
         self._buffer_lock = threading.Lock()
         self._drain_queued = False
 
     def __repr__(self) -> str:
         return f"TrackedRun(run_id={self.run_id!r}, status={self.status!r})"
+
+    @property
+    def offline(self) -> bool:
+        return self.run_id is None or self.tracker.offline
+
+    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if self.offline:
+            return None
+        return self.tracker._call(fn, *args, run=self, **kwargs)
 
     def __enter__(self) -> "TrackedRun":
         return self
@@ -234,23 +293,25 @@ class TrackedRun:
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Params (nested values flattened to dotted keys), in batches of 100."""
+        if self.offline:
+            return
         from mlflow.entities import Param
 
         flat = flatten_params(params)
         items = [Param(k, v) for k, v in flat.items()]
         for i in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
-            batch = items[i : i + MAX_PARAMS_TAGS_PER_BATCH]
-            retry_locked(self.client.log_batch, self.run_id, params=batch)
+            self._call(self.client.log_batch, self.run_id, params=items[i : i + MAX_PARAMS_TAGS_PER_BATCH])
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
+        if self.offline:
+            return
         from mlflow.entities import RunTag
 
         items = [
             RunTag(_safe_key(str(k)), _truncate(str(v), MAX_TAG_VAL_LENGTH)) for k, v in tags.items()
         ]
         for i in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
-            batch = items[i : i + MAX_PARAMS_TAGS_PER_BATCH]
-            retry_locked(self.client.log_batch, self.run_id, tags=batch)
+            self._call(self.client.log_batch, self.run_id, tags=items[i : i + MAX_PARAMS_TAGS_PER_BATCH])
 
     # ------------------------------------------------------------------ metrics
 
@@ -273,6 +334,9 @@ class TrackedRun:
         The timestamp is taken now, not when the write happens. :meth:`end` (or
         :meth:`flush`) waits for the writes.
         """
+        self.last_step = int(step)
+        if self.offline:
+            return
         batch = self._metrics(metrics, step)
         if not batch:
             return
@@ -290,45 +354,55 @@ class TrackedRun:
             batch, self._buffer = self._buffer, []
             self._drain_queued = False
         for i in range(0, len(batch), MAX_METRICS_PER_BATCH):
-            retry_locked(self.client.log_batch, self.run_id, metrics=batch[i : i + MAX_METRICS_PER_BATCH])
+            self._call(self.client.log_batch, self.run_id, metrics=batch[i : i + MAX_METRICS_PER_BATCH])
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Log metrics now (synchronously); ``step=None`` is MLflow's step 0."""
+        if self.offline:
+            return
         batch = self._metrics(metrics, step)
         for i in range(0, len(batch), MAX_METRICS_PER_BATCH):
-            retry_locked(self.client.log_batch, self.run_id, metrics=batch[i : i + MAX_METRICS_PER_BATCH])
+            self._call(self.client.log_batch, self.run_id, metrics=batch[i : i + MAX_METRICS_PER_BATCH])
 
     def flush(self) -> list[BaseException]:
         """Wait until this run's queued epoch metrics are written; return write errors."""
+        if self.run_id is None:
+            return []
         return self.tracker._writer.flush(self.run_id)
 
     # ------------------------------------------------------------------ artifacts, model
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
-        retry_locked(self.client.log_artifact, self.run_id, str(path), artifact_path)
+        self._call(self.client.log_artifact, self.run_id, str(path), artifact_path)
 
     def log_artifacts(self, directory: str | os.PathLike, artifact_path: str | None = None) -> None:
-        retry_locked(self.client.log_artifacts, self.run_id, str(directory), artifact_path)
+        self._call(self.client.log_artifacts, self.run_id, str(directory), artifact_path)
 
-    def artifact_uri(self) -> str:
-        return retry_locked(self.client.get_run, self.run_id).info.artifact_uri
+    def artifact_uri(self) -> str | None:
+        run = self._call(self.client.get_run, self.run_id)
+        return None if run is None else run.info.artifact_uri
 
-    def log_keras_model(self, model: Any, name: str = "model", **kwargs: Any) -> str:
+    def log_keras_model(self, model: Any, name: str = "model", **kwargs: Any) -> str | None:
         """Log ``model`` with the ``mlflow.keras`` flavor as a LoggedModel of this run.
 
         Returns the model URI (``models:/<model_id>``); ``runs:/<run_id>/<name>`` loads it too.
-        See :func:`dlrun.track._keras_model.log_keras_model` for the keyword arguments.
+        None when offline. See :func:`dlrun.track._keras_model.log_keras_model` for the
+        keyword arguments.
         """
+        if self.offline:
+            return None
         from dlrun.track._keras_model import log_keras_model
 
-        return log_keras_model(self.client, self.experiment_id, self.run_id, model, name, **kwargs)
+        return self._call(log_keras_model, self.client, self.experiment_id, self.run_id, model, name, **kwargs)
 
     # ------------------------------------------------------------------ end
 
-    def end(self, status: str = "FINISHED", error: str | None = None) -> None:
-        """Flush queued metrics, record ``error`` as tag ``dlrun.error``, set the final status.
+    def end(self, status: str = "FINISHED", error: str | None = None, end_time: int | None = None) -> None:
+        """Flush queued metrics, record ``error`` as tag ``dlrun.error``, set the final status
+        (``end_time`` in ms since the epoch; default now).
 
-        Calling it again after the run has ended does nothing.
+        Calling it again after the run has ended does nothing. Offline it only waits for
+        queued writes and remembers the status.
         """
         status = status.upper()
         if status not in RUN_STATUSES:
@@ -336,15 +410,20 @@ class TrackedRun:
         if self.status != "RUNNING":
             return
         failures = self.flush()
+        if self.offline:
+            self.status = status
+            return
         tags: dict[str, str] = {}
         if error:
             tags[TAG_ERROR] = str(error)
         if failures:
             tags[TAG_WRITE_ERRORS] = f"{len(failures)} metric batch(es) lost: {failures[0]}"
+        if retries_so_far():
+            tags[TAG_LOCK_RETRIES] = str(retries_so_far())
         if tags:
             try:
                 self.set_tags(tags)
             except Exception as exc:  # noqa: BLE001 - still try to set the status
                 log.warning("could not record the error of run %s: %s", self.run_id, exc)
-        retry_locked(self.client.set_terminated, self.run_id, status)
+        self._call(self.client.set_terminated, self.run_id, status, end_time)
         self.status = status
