@@ -24,3 +24,13 @@ def shared_datasets() -> Path:
 @pytest.fixture
 def recipes_dir() -> Path:
     return ROOT / "recipes"
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """The recipe fuzz test's count of inputs, shown even without -s (tests/test_recipe_fuzz.py)."""
+    counts = config.__dict__.get("dlrun_fuzz_counts")
+    if counts:
+        valid, errors = (sum(c[i] for c in counts.values()) for i in (0, 1))
+        detail = ", ".join(f"{name.removeprefix('test_')} {sum(c)}" for name, c in counts.items())
+        terminalreporter.write_line(f"recipe fuzz: {valid + errors} inputs fuzzed ({detail}): {valid} valid "
+                                    f"recipes, {errors} located recipe errors, nothing else")

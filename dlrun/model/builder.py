@@ -32,12 +32,14 @@ def first_line(exc: Exception) -> str:
 
 def _instantiate_layer(layer_spec: KerasObject, index: int, context: BuildContext):
     from dlrun.model.keras_args import keras_layer
+    from dlrun.model.plugins import import_plugins
     from dlrun.model.recipe_layers import RECIPE_LAYERS
 
     where = f"model.layers[{index}] ({layer_spec.name})"
+    import_plugins(layer_spec.plugins)  # the recipe's plugins: imported when building, never at validate
     if layer_spec.name in RECIPE_LAYERS:
         return RECIPE_LAYERS[layer_spec.name](dict(layer_spec.args), context, where)
-    return keras_layer(layer_spec.name, layer_spec.args, where)
+    return keras_layer(layer_spec.name, layer_spec.args, where, layer_spec.plugins)
 
 
 def build_model(spec: SequentialModel, input_shape: tuple, name: str = "model", input_dtype: str = "float32",
@@ -79,6 +81,11 @@ def make_object(kind: str, spec: KerasObject) -> Any:
     """An optimizer, loss or metric from its recipe form (string names pass through Keras' own lookup)."""
     import keras
 
+    from dlrun.model import plugins
+
+    plugins.import_plugins(spec.plugins)
+    if not plugins.keras_knows(kind, spec.name):  # a custom one, from the recipe's plugins
+        return plugins.make(kind, spec.name, dict(spec.args), spec.plugins, f"compile.{kind} {spec.name}")
     module = {"optimizer": keras.optimizers, "loss": keras.losses, "metric": keras.metrics}[kind]
     try:
         if kind == "optimizer":

@@ -10,8 +10,17 @@ from typing import Any
 
 from dlrun.errors import ModelBuildError
 
-_WRAPPED_LAYER_ARGS = ("layer", "backward_layer")
-_NESTED_MODULES = {"_regularizer": "regularizers", "_initializer": "initializers", "_constraint": "constraints"}
+from dlrun.recipe.catalog import NESTED_ARGS as _NESTED_MODULES
+from dlrun.recipe.catalog import WRAPPED_LAYER_ARGS as _WRAPPED_LAYER_ARGS
+_ACTIVATION_ARGS = ("activation", "recurrent_activation")
+
+
+def _keras_alias(kind: str, name: str) -> bool:
+    """Keras resolves snake_case names of its classes itself (``l2``, ``glorot_uniform``)."""
+    from dlrun.model.plugins import keras_knows
+
+    camel = "".join(part[:1].upper() + part[1:] for part in name.split("_"))
+    return kind != "activation" and keras_knows(kind, camel)
 
 
 def _split(value: Any) -> tuple[str, dict] | None:
@@ -23,25 +32,29 @@ def _split(value: Any) -> tuple[str, dict] | None:
     return None
 
 
-def keras_layer(name: str, args: dict, where: str):
-    """``keras.layers.<name>(**args)`` with nested Keras objects in ``args`` built first."""
+def keras_layer(name: str, args: dict, where: str, plugins: tuple[str, ...] = ()):
+    """``keras.layers.<name>(**args)`` with nested Keras objects in ``args`` built first;
+    a name Keras does not know comes from the recipe's ``plugins`` modules."""
     import keras
 
+    from dlrun.model import plugins as plugin_lookup
     from dlrun.model.builder import first_line
+    from dlrun.recipe.catalog import REFUSED
 
-    cls = getattr(keras.layers, name, None)
-    if cls is None:  # the recipe validator normally catches this first
-        raise ModelBuildError(f"{where}: unknown layer '{name}'")
-    args = {key: _nested(key, value, f"{where}.{key}") for key, value in args.items()}
+    if name in REFUSED["layer"]:  # the recipe validator refuses these first
+        raise ModelBuildError(f"{where}: {REFUSED['layer'][name]}")
+    cls = getattr(keras.layers, name, None) or plugin_lookup.find("layer", name, plugins, where)
+    args = {key: _nested(key, value, f"{where}.{key}", plugins) for key, value in args.items()}
     try:
         return cls(**args)
     except Exception as exc:  # noqa: BLE001 - Keras raises many types for bad arguments
         raise ModelBuildError(f"{where}: {first_line(exc)}") from exc
 
 
-def _nested(key: str, value: Any, where: str) -> Any:
+def _nested(key: str, value: Any, where: str, plugins: tuple[str, ...] = ()) -> Any:
     import keras
 
+    from dlrun.model import plugins as plugin_lookup
     from dlrun.model.builder import first_line
 
     parsed = _split(value)
@@ -49,7 +62,11 @@ def _nested(key: str, value: Any, where: str) -> Any:
         return value
     name, args = parsed
     if key in _WRAPPED_LAYER_ARGS:
-        return keras_layer(name, args, f"{where} ({name})")
+        return keras_layer(name, args, f"{where} ({name})", plugins)
+    kind = next((m[:-1] for suffix, m in _NESTED_MODULES.items() if key.endswith(suffix)), None)
+    kind = kind or ("activation" if key in _ACTIVATION_ARGS and isinstance(value, str) else None)
+    if kind and plugins and not plugin_lookup.keras_knows(kind, name) and not _keras_alias(kind, name):
+        return plugin_lookup.make(kind, name, args, plugins, where)  # a custom one, from the plugins
     module = next((getattr(keras, m) for suffix, m in _NESTED_MODULES.items() if key.endswith(suffix)), None)
     if module is None or (isinstance(value, str) and not args):
         return value  # Keras resolves plain names ('l2', 'he_normal') itself

@@ -11,6 +11,7 @@ from functools import cache
 from typing import Any, Iterator
 
 from dlrun.errors import did_you_mean
+from dlrun.recipe.safe_paths import callback_path_issues
 from dlrun.recipe.yaml_source import Path_
 
 CATALOG_FILE = "keras_catalog.json"
@@ -23,8 +24,8 @@ _FILLED_BY_DLRUN = {
 }
 _ACTIVATION_ARGS = {"activation", "recurrent_activation"}
 # Layer arguments that are Keras objects themselves, checked against these catalog tables.
-_NESTED_ARGS = {"_regularizer": "regularizers", "_initializer": "initializers", "_constraint": "constraints"}
-_WRAPPED_LAYER_ARGS = {"layer", "backward_layer"}  # Bidirectional, TimeDistributed
+NESTED_ARGS = {"_regularizer": "regularizers", "_initializer": "initializers", "_constraint": "constraints"}
+WRAPPED_LAYER_ARGS = {"layer", "backward_layer"}  # Bidirectional, TimeDistributed
 # Layers dlrun builds itself (dlrun.model.recipe_layers), written in a recipe like Keras layers.
 RECIPE_LAYERS = {
     "Pretrained": {
@@ -36,6 +37,22 @@ RECIPE_LAYERS = {
         "args": ["path", "trainable", "mask_zero", "name"],
         "required": ["path"],
         "doc": "an Embedding initialized from a GloVe-format vector file for the vectorizer's vocabulary",
+    },
+}
+# Keras classes a recipe may not name: they run Python code (a lambda, a loaded graph, a Jax/Torch
+# module) that YAML cannot carry safely. Custom code belongs in a `plugins:` module.
+_PLUGIN_HINT = "write it as a class or function in a module listed under `plugins:`"
+REFUSED = {
+    "layer": {
+        "Lambda": f"Lambda layers run Python code and are not allowed in a recipe; {_PLUGIN_HINT}",
+        "TFSMLayer": f"TFSMLayer loads a TensorFlow graph from a file and is not allowed in a recipe; {_PLUGIN_HINT}",
+        "JaxLayer": f"JaxLayer wraps Python functions and is not allowed in a recipe; {_PLUGIN_HINT}",
+        "FlaxLayer": f"FlaxLayer wraps a Python module and is not allowed in a recipe; {_PLUGIN_HINT}",
+        "TorchModuleWrapper": f"TorchModuleWrapper wraps a Python module and is not allowed in a recipe; {_PLUGIN_HINT}",
+    },
+    "callback": {
+        "LearningRateScheduler": f"LearningRateScheduler needs a Python function; {_PLUGIN_HINT} "
+                                 f"(or use ReduceLROnPlateau, or a schedule as the optimizer's learning_rate)",
     },
 }
 # Arguments the book's Keras 2 code uses that Keras 3 removed.
@@ -77,16 +94,22 @@ def _lookup(kind: str, name: str, table: dict, case_insensitive: bool) -> tuple[
 
 
 def check_object(
-    kind: str, table: dict, value: Any, path: Path_, *, case_insensitive: bool = False
+    kind: str, table: dict, value: Any, path: Path_, *, case_insensitive: bool = False, plugins: bool = False
 ) -> Iterator[tuple[Path_, str, bool]]:
-    """Yield (path, message, at_key) for each problem of one Keras object."""
+    """Yield (path, message, at_key) for each problem of one Keras object. With ``plugins`` a name
+    Keras does not know may be a plugin's: it is looked up when the model is built."""
     parsed = _split_object(value)
     if parsed is None:
         return
     name, args = parsed
+    if name in REFUSED.get(kind, {}):
+        yield (path if isinstance(value, str) else path + (name,)), REFUSED[kind][name], not isinstance(value, str)
+        return
     canonical, problem = _lookup(kind, name, table, case_insensitive)
     if canonical is None:
-        yield (path if isinstance(value, str) else path + (name,)), problem, not isinstance(value, str)
+        if not plugins:
+            problem += f" (a custom {kind} needs a `plugins:` module)"
+            yield (path if isinstance(value, str) else path + (name,)), problem, not isinstance(value, str)
         return
     entry = table[canonical]
     arg_path = path if isinstance(value, str) else path + (name,)
@@ -104,10 +127,10 @@ def check_object(
             yield arg_path + (arg,), f"{canonical} has no argument '{arg}'{hint}", True
         elif arg in _ACTIVATION_ARGS and isinstance(arg_value, str):
             acts = catalog()["activations"]
-            if arg_value not in acts:
+            if arg_value not in acts and not plugins:
                 yield arg_path + (arg,), f"unknown activation '{arg_value}'{did_you_mean(arg_value, acts)}", False
         else:
-            yield from _check_nested(canonical, arg, arg_value, arg_path + (arg,))
+            yield from _check_nested(canonical, arg, arg_value, arg_path + (arg,), plugins)
     filled = _FILLED_BY_DLRUN.get(canonical, set())
     for req in entry["required"]:
         misspelt = any(did_you_mean(arg, [req]) for arg in unknown)  # already reported as a typo
@@ -119,7 +142,7 @@ def _snake_to_camel(name: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in name.split("_"))
 
 
-def _check_nested(owner: str, arg: str, value: Any, path: Path_) -> Iterator[tuple[Path_, str, bool]]:
+def _check_nested(owner: str, arg: str, value: Any, path: Path_, plugins: bool) -> Iterator[tuple[Path_, str, bool]]:
     """Keras objects inside a layer's arguments: a wrapped layer, regularizers, initializers…"""
     cat = catalog()
     if owner in RECIPE_LAYERS:
@@ -128,17 +151,17 @@ def _check_nested(owner: str, arg: str, value: Any, path: Path_) -> Iterator[tup
                 yield path, (f"unknown keras.applications model '{value}'"
                              f"{did_you_mean(value, cat['applications'])}"), False
         return
-    if arg in _WRAPPED_LAYER_ARGS and isinstance(value, (str, dict)):
-        yield from check_object("layer", cat["layers"], value, path)
+    if arg in WRAPPED_LAYER_ARGS and isinstance(value, (str, dict)):
+        yield from check_object("layer", cat["layers"], value, path, plugins=plugins)
         return
-    table = next((cat[t] for suffix, t in _NESTED_ARGS.items() if arg.endswith(suffix)), None)
+    table = next((cat[t] for suffix, t in NESTED_ARGS.items() if arg.endswith(suffix)), None)
     if table is None:
         return
     if isinstance(value, str):
-        if value not in table and _snake_to_camel(value) not in table:
+        if value not in table and _snake_to_camel(value) not in table and not plugins:
             yield path, f"unknown {arg.rsplit('_', 1)[-1]} '{value}'{did_you_mean(value, table)}", False
     elif isinstance(value, dict):
-        yield from check_object(arg.rsplit("_", 1)[-1], table, value, path)
+        yield from check_object(arg.rsplit("_", 1)[-1], table, value, path, plugins=plugins)
 
 
 def layer_table() -> dict:
@@ -149,26 +172,29 @@ def layer_table() -> dict:
 def check_recipe_objects(raw: dict) -> Iterator[tuple[Path_, str, bool]]:
     """Every Keras object of a raw recipe mapping: layers, optimizer, loss, metrics, callbacks."""
     cat = catalog()
+    plugins = isinstance(raw.get("plugins"), list) and bool(raw["plugins"])  # unknown names may be theirs
     model = raw.get("model")
     if isinstance(model, dict) and isinstance(model.get("layers"), list):
         for i, layer in enumerate(model["layers"]):
-            yield from check_object("layer", layer_table(), layer, ("model", "layers", i))
+            yield from check_object("layer", layer_table(), layer, ("model", "layers", i), plugins=plugins)
     comp = raw.get("compile")
     if isinstance(comp, dict):
         if "optimizer" in comp:
-            yield from check_object(
-                "optimizer", cat["optimizers"], comp["optimizer"], ("compile", "optimizer"), case_insensitive=True
-            )
+            yield from check_object("optimizer", cat["optimizers"], comp["optimizer"], ("compile", "optimizer"),
+                                    case_insensitive=True, plugins=plugins)
         if "loss" in comp:
-            yield from check_object("loss", cat["losses"], comp["loss"], ("compile", "loss"))
+            yield from check_object("loss", cat["losses"], comp["loss"], ("compile", "loss"), plugins=plugins)
         if isinstance(comp.get("metrics"), list):
             for i, metric in enumerate(comp["metrics"]):
-                yield from check_object("metric", cat["metrics"], metric, ("compile", "metrics", i))
+                yield from check_object("metric", cat["metrics"], metric, ("compile", "metrics", i), plugins=plugins)
     fit = raw.get("fit")
     fine_tune = fit.get("fine_tune") if isinstance(fit, dict) else None
     if isinstance(fine_tune, dict) and "optimizer" in fine_tune:
         yield from check_object("optimizer", cat["optimizers"], fine_tune["optimizer"],
-                                ("fit", "fine_tune", "optimizer"), case_insensitive=True)
+                                ("fit", "fine_tune", "optimizer"), case_insensitive=True, plugins=plugins)
     if isinstance(fit, dict) and isinstance(fit.get("callbacks"), list):
         for i, callback in enumerate(fit["callbacks"]):
-            yield from check_object("callback", cat["callbacks"], callback, ("fit", "callbacks", i))
+            yield from check_object("callback", cat["callbacks"], callback, ("fit", "callbacks", i), plugins=plugins)
+            parsed = _split_object(callback)
+            for arg, problem in callback_path_issues(*parsed) if parsed else ():
+                yield ("fit", "callbacks", i, parsed[0], arg), problem, False

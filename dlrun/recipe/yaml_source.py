@@ -39,6 +39,10 @@ _STANDARD_TAGS = {
 # Anchors and aliases are legal YAML, but a document of nested aliases can expand to
 # billions of values ("billion laughs"); a recipe never needs this many.
 MAX_VALUES = 200_000
+# Python's recursion limit would end deeper documents with a traceback; no recipe nests this deep.
+MAX_DEPTH = 100
+# Longer integers hit Python's int/str conversion limit (and no recipe needs them).
+MAX_INT_DIGITS = 1000
 
 
 def resolve_scalar(text: str) -> Any:
@@ -116,6 +120,7 @@ class _Converter:
     def __init__(self, file: str):
         self.file = file
         self.count = 0
+        self.open: set[int] = set()  # the collection nodes being converted (recursive aliases)
         self.source = SourceMap()
 
     def fail(self, node: yaml.Node, path: Path_, message: str) -> None:
@@ -125,6 +130,19 @@ class _Converter:
         self.count += 1
         if self.count > MAX_VALUES:
             self.fail(node, path, f"the document expands to more than {MAX_VALUES} values (alias bomb?)")
+        if len(path) > MAX_DEPTH:
+            self.fail(node, path[:MAX_DEPTH], f"the document is nested more than {MAX_DEPTH} levels deep")
+        if id(node) in self.open:  # an alias to one of its own ancestors: `a: &x [*x]`
+            self.fail(node, path, "an alias refers to a value that contains it (a recursive alias)")
+        if isinstance(node, yaml.CollectionNode):
+            self.open.add(id(node))
+            try:
+                return self._convert(node, path)
+            finally:
+                self.open.discard(id(node))
+        return self._convert(node, path)
+
+    def _convert(self, node: yaml.Node, path: Path_) -> Any:
         self.source.values[path] = _loc(self.file, node)
         if node.tag not in _STANDARD_TAGS and node.tag.startswith(("!", "tag:")):
             self.fail(node, path, f"YAML tag '{node.tag.replace('tag:yaml.org,2002:', '!!')}' is not allowed in a recipe (tags never build objects)")
@@ -138,7 +156,21 @@ class _Converter:
 
     def _scalar(self, node: yaml.ScalarNode, path: Path_) -> Any:
         # Quoted and block scalars are strings; plain ones resolve the YAML 1.2 way.
-        return node.value if node.style else resolve_scalar(node.value)
+        if node.style:
+            return self._text(node, path)
+        if len(node.value) > MAX_INT_DIGITS and (_INT.match(node.value) or _INT_OCT.match(node.value)
+                                                 or _INT_HEX.match(node.value)):
+            self.fail(node, path, f"an integer with more than {MAX_INT_DIGITS} digits")
+        return resolve_scalar(node.value)
+
+    def _text(self, node: yaml.ScalarNode, path: Path_) -> str:
+        text = node.value
+        if any("\ud800" <= c <= "\udfff" for c in text):  # "\ud83d\ude00" escapes: join the pairs
+            try:
+                text = text.encode("utf-16", "surrogatepass").decode("utf-16")
+            except UnicodeDecodeError:
+                self.fail(node, path, "a lone UTF-16 surrogate escape (\\ud800–\\udfff) is not a character")
+        return text
 
     def _mapping(self, node: yaml.MappingNode, path: Path_) -> dict:
         out: dict[str, Any] = {}
@@ -147,7 +179,7 @@ class _Converter:
                 self.fail(key_node, path, "YAML merge keys ('<<') are not supported; use 'extends:'")
             if not isinstance(key_node, yaml.ScalarNode):
                 self.fail(key_node, path, "mapping keys must be plain names")
-            key = key_node.value if key_node.style else resolve_scalar(key_node.value)
+            key = self._scalar(key_node, path)
             key = key if isinstance(key, str) else str(key).lower() if isinstance(key, bool) else str(key)
             if key in out:
                 self.fail(key_node, path + (key,), f"duplicate key '{key}'")
@@ -160,6 +192,8 @@ def load_yaml_text(text: str, file: str) -> tuple[Any, SourceMap]:
     """Parse one YAML document; raise YamlProblem with a located message on any error."""
     try:
         node = yaml.compose(text, Loader=_PlainLoader)
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise YamlProblem(RecipeIssue(Location(file), "", "the document is nested too deeply")) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         loc = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file)
