@@ -34,15 +34,26 @@ def kfold_overrides(
 
 
 def train(
-    recipe: str | Path, overrides: Iterable[str] = (), *, output_root: str | Path = "artifacts",
-    tracking_uri: str | None = None, reporter=None,
+    recipe: str | Path | None, overrides: Iterable[str] = (), *, output_root: str | Path = "artifacts",
+    tracking_uri: str | None = None, reporter=None, resume: str | None = None, force: bool = False,
 ):
-    """Run a recipe under its own protocol; returns a :class:`dlrun.training.runner.RunSummary`."""
+    """Run a recipe under its own protocol; returns a :class:`dlrun.training.runner.RunSummary`.
+
+    ``resume``: a run directory or MLflow run id to continue from its checkpoints (``recipe``
+    may then be None: the run's own recipe file); ``force`` accepts a changed recipe."""
     from dlrun.training.runner import run_recipe
 
-    loaded = load_recipe(recipe, overrides)
+    overrides = list(overrides)
+    target = None
+    if resume is not None:
+        from dlrun.training.resume import prepare_resume
+
+        target = prepare_resume(resume, Path(output_root), None if recipe is None else Path(recipe), overrides, force)
+        loaded = target.loaded
+    else:
+        loaded = load_recipe(recipe, overrides)
     return run_recipe(loaded, output_root=Path(output_root), tracking_uri=tracking_uri, reporter=reporter,
-                      command=["dlrun.train", str(recipe), *overrides])
+                      command=["dlrun.train", str(recipe), *overrides], resume=target)
 
 
 def kfold(

@@ -16,7 +16,7 @@ from typing import Iterator, List, Optional
 
 import typer
 
-from dlrun.errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, DlrunError, RecipeError
+from dlrun.errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, DlrunError, RecipeError, UsageError
 
 app = typer.Typer(
     name="dlrun",
@@ -113,19 +113,29 @@ def _load(recipe: Path, overrides: list[str]):
     return load_recipe(recipe, overrides)
 
 
-def _run(recipe: Path, overrides: list[str], output_root: Path, tracking_uri, json_out: bool, quiet: bool, debug: bool):
+def _run(recipe: Optional[Path], overrides: list[str], output_root: Path, tracking_uri, json_out: bool, quiet: bool,
+         debug: bool, resume: Optional[str] = None, force: bool = False):
     from dlrun.training.interrupts import install
 
     install()  # Ctrl-C and SIGTERM: stop training at a safe point, mark the run KILLED
     with _user_errors(debug, json_out):
-        loaded = _load(recipe, overrides)
+        target = None
+        if resume is not None:
+            from dlrun.training.resume import prepare_resume
+
+            target = prepare_resume(resume, output_root, recipe, overrides, force)
+            loaded = target.loaded
+        elif recipe is None:
+            raise UsageError("give a recipe file, or --resume RUN to continue a run")
+        else:
+            loaded = _load(recipe, overrides)
         from dlrun.report import make_reporter
         from dlrun.training.runner import run_recipe
 
         reporter = make_reporter(quiet=quiet, json_mode=json_out)
         summary = run_recipe(
             loaded, output_root=output_root, tracking_uri=tracking_uri, reporter=reporter,
-            command=["dlrun", *sys.argv[1:]],
+            command=["dlrun", *sys.argv[1:]], resume=target,
         )
         if json_out:
             print(json_dumps(summary.to_dict()), flush=True)
@@ -137,7 +147,11 @@ def _seed_override(seed: Optional[int]) -> list[str]:
 
 @app.command()
 def train(
-    recipe: Path = typer.Argument(..., help="Recipe YAML file."),
+    recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML file (with --resume: default, the run's own)."),
+    resume: Optional[str] = typer.Option(None, "--resume", metavar="RUN",
+                                         help="Continue an interrupted run (its directory or MLflow run id) from "
+                                              "its last checkpoint, in the same MLflow run."),
+    force: bool = typer.Option(False, "--force", help="With --resume: continue even if the recipe changed."),
     set_: Optional[List[str]] = SetOption,
     output_root: Path = OutputOption,
     tracking_uri: Optional[str] = TrackingOption,
@@ -147,7 +161,8 @@ def train(
     debug: bool = DebugOption,
 ) -> None:
     """Train a recipe under its evaluation protocol (hold-out unless the recipe says otherwise)."""
-    _run(recipe, [*(set_ or []), *_seed_override(seed)], output_root, tracking_uri, json_out, quiet, debug)
+    _run(recipe, [*(set_ or []), *_seed_override(seed)], output_root, tracking_uri, json_out, quiet, debug,
+         resume, force)
 
 
 @app.command()
@@ -195,9 +210,22 @@ def validate(
             _err(f"warning: {warning} (the recipe is valid; it runs where the data is)")
         if not quiet:
             print(f"ok: {path}")
+        _show_plugins(path, loaded.recipe.plugins, quiet)
     if failed:
         _err(f"{failed} of {len(recipes)} recipe{'s' if len(recipes) != 1 else ''} invalid.")
         raise typer.Exit(EXIT_USAGE)
+
+
+def _show_plugins(path: Path, plugins: list[str], quiet: bool) -> None:
+    """The code a recipe would import when it runs: found, never imported, here."""
+    from dlrun.recipe.plugins import plugin_report
+
+    for status in plugin_report(plugins):
+        if not quiet:
+            print(f"  imports: {status.name} ({status.origin or 'not importable here'})")
+        if not status.found:
+            _err(f"warning: {path}: plugins: '{status.name}' is not importable here — install it, or add the "
+                 f"folder that holds it to PYTHONPATH (dlrun train imports it)")
 
 
 @app.command()
@@ -242,6 +270,52 @@ def compare(
         elif not quiet:
             print_table(result, tty=sys.stdout.isatty())
             print(f"plot: {result.plot}")
+
+
+@app.command()
+def sync(
+    runs: List[Path] = typer.Argument(..., help="Run directories (<output-root>/runs/<experiment>/<run>)."),
+    output_root: Optional[Path] = typer.Option(
+        None, "--output-root", "-o", envvar="DLRUN_OUTPUT_ROOT",
+        help="Output root of the embedded store (default: the one the run directory sits in).",
+    ),
+    tracking_uri: Optional[str] = typer.Option(
+        None, "--tracking-uri", help="MLflow tracking URI (default: the one the run recorded, then "
+                                     "$MLFLOW_TRACKING_URI, then SQLite under the output root).",
+    ),
+    json_out: bool = JsonOption,
+    quiet: bool = QuietOption,
+    debug: bool = DebugOption,
+) -> None:
+    """Upload runs kept offline (tracking server away) to MLflow: params, the whole metric history,
+    artifacts, folds, final status. Safe to repeat: nothing is logged twice."""
+    with _user_errors(debug, json_out):
+        from dlrun.track.sync import sync_run
+
+        results, code = [], 0
+        for path in runs:
+            try:
+                result = sync_run(path, tracking_uri=tracking_uri, output_root=output_root)
+            except Exception as exc:  # noqa: BLE001 - report it, go on with the other runs
+                known = isinstance(exc, DlrunError)
+                run_code = exc.exit_code if known else EXIT_RUNTIME
+                code = max(code, run_code)
+                if debug:
+                    traceback.print_exception(exc)
+                text = f"error: {exc}" if known else f"error: {type(exc).__name__}: {exc}"
+                _err(text + ("" if known or debug else "\n(run again with --debug for the traceback)"))
+                results.append({"run_dir": str(path), "status": "FAILED", "error": text, "exit_code": run_code})
+                continue
+            for warning in result.warnings:
+                _err(f"warning: {warning}")
+            if not quiet and not json_out:
+                print(result.line(), flush=True)
+            results.append({**result.to_dict(), "status": "SYNCED", "run_status": result.status})
+        if json_out:
+            print(json_dumps({"status": "OK" if code == 0 else "FAILED", "runs": results, "exit_code": code}),
+                  flush=True)
+    if code:
+        raise typer.Exit(code)
 
 
 def main() -> None:

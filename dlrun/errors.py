@@ -37,6 +37,16 @@ class ModelBuildError(DlrunError):
     exit_code = EXIT_USAGE
 
 
+class TrainingDiverged(DlrunError):
+    """The loss became NaN or infinite; the run is FAILED and its last good checkpoint kept."""
+
+
+class ResumeError(DlrunError):
+    """A run cannot be resumed as asked (finished, still running, recipe changed…)."""
+
+    exit_code = EXIT_USAGE
+
+
 @dataclass(frozen=True)
 class Location:
     """Where a value of a recipe came from: a file position or a ``--set`` argument."""

@@ -36,7 +36,7 @@ def import_tensorflow_quietly() -> None:
             os.close(saved)
 
 
-def configure_runtime(seed: int) -> None:
+def configure_runtime(seed: int, deterministic: bool = False) -> None:
     """Quiet TensorFlow, MLflow's schema notes, and seed Python, NumPy and TensorFlow."""
     import_tensorflow_quietly()
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported
@@ -47,3 +47,7 @@ def configure_runtime(seed: int) -> None:
 
     tf.get_logger().setLevel(logging.ERROR)  # tf.function retracing notes between K-fold folds
     keras.utils.set_random_seed(seed)
+    if deterministic:  # the same ops in the same order give the same bits (slower on GPU)
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()

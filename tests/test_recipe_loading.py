@@ -302,3 +302,9 @@ def test_a_tag_named_like_a_section_kind_still_merges(tmp_path):
     write(tmp_path, GOOD.replace("name: tiny\n", "") + "tracking: {tags: {team: nlp, source: base}}\n", "base.yaml")
     loaded = load_recipe(write(tmp_path, "extends: base.yaml\ntracking: {tags: {source: child}}\n"))
     assert loaded.recipe.tracking.tags == {"team": "nlp", "source": "child"}
+
+
+def test_unicode_digits_in_override_keys_are_names_not_indexes(tmp_path):
+    path = write(tmp_path, GOOD)
+    with pytest.raises(RecipeError):  # found by the fuzz test: '¹'.isdigit() is True
+        load_recipe(path, ["fit.¹=1"])

@@ -98,9 +98,13 @@ def _load_with_extends(path: Path, chain: tuple[Path, ...]) -> tuple[dict, Sourc
     merged_source = SourceMap()
     files: list[Path] = []
     for i, base in enumerate(bases):
-        base_path = (path.parent / base).resolve()
-        if not base_path.is_file():
-            where = ("extends",) if len(bases) == 1 and isinstance(raw.get("extends"), str) else ("extends", i)
+        where = ("extends",) if len(bases) == 1 and isinstance(raw.get("extends"), str) else ("extends", i)
+        try:
+            base_path = (path.parent / base).resolve()
+            found = base_path.is_file()
+        except (ValueError, OSError):  # a NUL byte, a name too long: no file has this path
+            raise RecipeError([_issue(source, where, _UNUSABLE_PATH)]) from None
+        if not found:
             raise RecipeError([_issue(source, where, f"no such file to extend: {base_path}")])
         base_raw, base_source, base_files = _load_with_extends(base_path, chain + (path,))
         merged = deep_merge(merged, base_raw)
@@ -111,7 +115,7 @@ def _load_with_extends(path: Path, chain: tuple[Path, ...]) -> tuple[dict, Sourc
     return merged, merged_source, files + [path]
 
 
-_SEGMENT = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+_SEGMENT = re.compile(r"([^.\[\]]+)|\[([0-9]+)\]")
 
 
 def parse_dotted(key: str) -> Path_ | None:
@@ -125,7 +129,7 @@ def parse_dotted(key: str) -> Path_ | None:
         if gap not in ("", "."):
             return None
         name, index = match.groups()
-        parts.append(int(index) if index is not None else int(name) if name.isdigit() else name)
+        parts.append(int(index) if index is not None else int(name) if name.isascii() and name.isdigit() else name)
         pos = match.end()
     return tuple(parts) if pos == len(key) else None
 
@@ -166,6 +170,7 @@ def apply_override(raw: dict, source: SourceMap, text: str, index: int) -> None:
         table[path] = where
 
 
+_UNUSABLE_PATH = "not a usable path (it holds a NUL byte or a name too long for the file system)"
 # Sources whose path is a folder (text_directory may also name an archive file).
 _FOLDER_SOURCES = {"image_directory": "folder", "text_directory": "folder or archive"}
 
@@ -174,7 +179,12 @@ def _path_issues(recipe: Recipe, base_dir: Path, source: SourceMap) -> Iterable[
     data_path = getattr(recipe.data, "path", None)
     if data_path is None:
         return
-    resolved = (base_dir / data_path).resolve()
+    try:
+        resolved = (base_dir / Path(data_path).expanduser()).resolve()
+        resolved.exists()
+    except (ValueError, OSError):  # a NUL byte, a name too long: no file has this path
+        yield _issue(source, ("data", "path"), _UNUSABLE_PATH)
+        return
     kind = _FOLDER_SOURCES.get(recipe.data.source)
     if kind == "folder" and not resolved.is_dir():
         yield _issue(source, ("data", "path"), f"no such folder: {resolved}")

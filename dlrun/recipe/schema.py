@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, model_serializer, model_validator
+
+from dlrun.recipe.plugins import module_name
 
 
 class Strict(BaseModel):
@@ -29,6 +31,13 @@ class KerasObject(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
     args: dict[str, Any] = Field(default_factory=dict)
+    # The recipe's ``plugins`` modules, set by Recipe validation: where the builder looks up a
+    # name Keras does not know (dlrun.model.plugins). Not part of the recipe form.
+    _plugins: tuple[str, ...] = PrivateAttr(default=())
+
+    @property
+    def plugins(self) -> tuple[str, ...]:
+        return self._plugins
 
     @model_validator(mode="before")
     @classmethod
@@ -280,7 +289,7 @@ class TextVectorization(_TransformBase):
     max_tokens: int | None = Field(strict=True, default=20000, ge=2, lt=2**31)
     output_mode: Literal["int", "multi_hot", "count", "tf_idf"] = "int"
     output_sequence_length: int | None = Field(strict=True, default=None, ge=1, lt=2**31)
-    standardize: Literal["lower_and_strip_punctuation", "lower", "strip_punctuation", "strip_html"] | None = (
+    standardize: Literal["lower_and_strip_punctuation", "lower", "strip_punctuation"] | None = (
         "lower_and_strip_punctuation")
     split: Literal["whitespace", "character"] | None = "whitespace"
     ngrams: int | None = Field(strict=True, default=None, ge=1, le=5)
@@ -335,6 +344,7 @@ class FitSpec(Strict):
     validation_steps: int | None = Field(strict=True, default=None, ge=1, lt=2**31)
     callbacks: list[KerasObject] = Field(default_factory=list)
     fine_tune: FineTune | None = None
+    checkpoint: bool = Field(default=True, description="save the training state every epoch (dlrun train --resume)")
 
 
 # --------------------------------------------------------------------------- evaluation, tracking
@@ -386,20 +396,40 @@ EvaluationSpec = Annotated[Union[Holdout, KFold, Baseline], Field(discriminator=
 TagKey = Annotated[str, Field(pattern=r"^[\w.\- :/]+$", max_length=250)]
 
 
+def _no_control_characters(text: str) -> str:
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise ValueError("control characters (a NUL byte, a line break, a tab…) are not allowed in a name")
+    return text
+
+
+# Names that also name folders; the run directory makes them one safe path component.
+PrintableName = Annotated[str, AfterValidator(_no_control_characters)]
+
+
 class TrackingSpec(Strict):
-    experiment: str | None = Field(default=None, description="default: the recipe name")
-    run_name: str | None = Field(default=None, max_length=200)
+    experiment: PrintableName | None = Field(default=None, max_length=250, description="default: the recipe name")
+    run_name: PrintableName | None = Field(default=None, max_length=200)
     tags: dict[TagKey, str] = Field(default_factory=dict)
     log_model: bool = True
 
 
 # --------------------------------------------------------------------------- the recipe
 
+# An importable module name (``my_pkg.layers``): dotted identifiers, never a file path.
+PluginModule = Annotated[str, AfterValidator(module_name)]
+
 
 class Recipe(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     description: str = ""
     seed: int = Field(strict=True, default=42, ge=0, lt=2**32)
+    deterministic: bool = Field(default=False, description="op determinism and a per-epoch data order fixed by "
+                                "(seed, epoch): a resumed run ends as an uninterrupted one would")
+    plugins: list[PluginModule] = Field(
+        default_factory=list,
+        description="modules imported when the model is built (never by validate); only these may "
+                    "define the custom layers, losses, metrics, callbacks… the recipe names",
+    )
     data: DataSpec
     preprocessing: list[TransformSpec] = Field(default_factory=list)
     model: SequentialModel | None = None
@@ -425,6 +455,28 @@ class Recipe(Strict):
         if not streamed and (self.fit.steps_per_epoch or self.fit.validation_steps):
             raise ValueError("fit.steps_per_epoch/validation_steps apply to streamed sources (image_directory, "
                              "timeseries_csv) only")
+        if getattr(self.evaluation, "refit", False) and self.fit.fine_tune is not None:
+            raise ValueError("evaluation.refit picks one epoch count from the fold curves; with fit.fine_tune the "
+                             "best epoch may fall in either stage: refit by hand with the epochs of each stage")
         if self.evaluation.protocol == "baseline" and self.data.source != "timeseries_csv":
             raise ValueError("evaluation.protocol baseline needs data.source timeseries_csv (the last-value baseline)")
         return self
+
+    @model_validator(mode="after")
+    def _share_plugins(self) -> "Recipe":
+        if self.plugins:
+            for obj in _keras_objects(self):
+                obj._plugins = tuple(self.plugins)
+        return self
+
+
+def _keras_objects(node: Any):
+    """Every KerasObject inside a validated model (layers, optimizer, loss, metrics, callbacks…)."""
+    if isinstance(node, KerasObject):
+        yield node
+    elif isinstance(node, BaseModel):
+        for name in type(node).model_fields:
+            yield from _keras_objects(getattr(node, name))
+    elif isinstance(node, list):
+        for item in node:
+            yield from _keras_objects(item)

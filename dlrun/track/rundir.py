@@ -213,6 +213,18 @@ class RunDir:
                 history[key].append(_parse_value(row.get(key, "")))
         return history
 
+    def truncate_history(self, epochs: int) -> dict[str, list[float]]:
+        """Keep the first ``epochs`` rows of ``history.csv`` (a resumed job continues after
+        its checkpoint; a row written after it is dropped) and return them as :meth:`read_history`."""
+        path = self.path / HISTORY_FILE
+        header = self._read_header(path)
+        if header is None:
+            return {}
+        rows = [row for row in self._read_rows(path) if int(float(row.get("epoch", 0) or 0)) <= epochs]
+        _atomic_write(path, _csv_line(header) + "".join(_csv_line([row.get(h, "") for h in header]) for row in rows))
+        self._history_header = header
+        return self.read_history()
+
     @staticmethod
     def _read_header(path: Path) -> list[str] | None:
         if not path.exists():

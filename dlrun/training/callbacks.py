@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
 
 from dlrun.errors import ModelBuildError
+from dlrun.recipe.safe_paths import CALLBACK_PATH_ARGS, FORMATTED_ARGS, path_problem
 from dlrun.recipe.schema import KerasObject
 
 # Where dlrun puts a callback's output when the recipe leaves the path out.
@@ -29,31 +31,63 @@ def build_callbacks(
     Without validation data (a refit on all data), callbacks watching a val_ metric are left out."""
     import keras
 
+    from dlrun.model import plugins
+
     callbacks = []
     for index, spec in enumerate(specs):
+        where = f"fit.callbacks[{index}] ({spec.name})"
+        plugins.import_plugins(spec.plugins)
         args = dict(spec.args)
         monitor = str(args.get("monitor", "val_loss"))
         if spec.name in _MONITORING and monitor.startswith("val_") and not has_validation:
             note(f"fit.callbacks[{index}] ({spec.name}) watches {monitor}, and this job has no validation data: left out")
             continue
-        if spec.name in _DEFAULT_PATHS:
-            key, default = _DEFAULT_PATHS[spec.name]
+        if spec.name in CALLBACK_PATH_ARGS:
+            key, default = _DEFAULT_PATHS.get(spec.name, (CALLBACK_PATH_ARGS[spec.name], spec.name.lower()))
             if spec.name == "ModelCheckpoint" and args.get("save_weights_only"):
                 default = "checkpoints/best.weights.h5"  # Keras insists on this suffix for weights
-            target = (run_dir / str(args.get(key, default))).resolve()
-            if not target.is_relative_to(run_dir.resolve()):
-                raise ModelBuildError(f"fit.callbacks[{index}] ({spec.name}): {key} must stay inside the run directory")
+            text = str(args.get(key, default))
+            problem = path_problem(text, formatted=(spec.name, key) in FORMATTED_ARGS)
+            target = (run_dir / text).resolve()  # follows symlinks: a link inside pointing out is refused
+            if problem or not target.is_relative_to(run_dir.resolve()):
+                raise ModelBuildError(f"{where}: {key} must stay inside the run directory ({problem or 'it leads out'})")
             target.parent.mkdir(parents=True, exist_ok=True)
             args[key] = str(target)
+        cls = getattr(keras.callbacks, spec.name, None)
+        if cls is None:  # a custom callback, from the recipe's plugins
+            callbacks.append(plugins.make("callback", spec.name, args, spec.plugins, where))
+            continue
         try:
-            callbacks.append(getattr(keras.callbacks, spec.name)(**args))
+            callbacks.append(cls(**args))
         except Exception as exc:  # noqa: BLE001
-            raise ModelBuildError(f"fit.callbacks[{index}] ({spec.name}): {exc}") from exc
+            raise ModelBuildError(f"{where}: {exc}") from exc
     return callbacks
 
 
-def epoch_recorder(job: str, epochs: int, on_epoch: Any):
-    """A callback calling ``on_epoch(job, epoch, epochs, logs, seconds)`` (epochs 1-based)."""
+def nonfinite_guard():
+    """A callback that stops training at the first batch whose loss is NaN or infinite and
+    remembers where (``tripped``: epoch, batch, value; 1-based), so the job can fail clearly
+    instead of training on (Keras' TerminateOnNaN, with the place kept)."""
+    import keras
+
+    class StopOnNonFiniteLoss(keras.callbacks.Callback):
+        tripped: tuple[int, int, float] | None = None
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._epoch = epoch + 1
+
+        def on_train_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)) and self.tripped is None:
+                self.tripped = (self._epoch, batch + 1, float(loss))
+                self.model.stop_training = True
+
+    return StopOnNonFiniteLoss()
+
+
+def epoch_recorder(job: str, epochs: int, on_epoch: Any, cut_short=lambda: False):
+    """A callback calling ``on_epoch(job, epoch, epochs, logs, seconds)`` (epochs 1-based);
+    an epoch for which ``cut_short()`` is true (stopped mid-way) is not recorded."""
     import keras
 
     class EpochRecorder(keras.callbacks.Callback):
@@ -63,7 +97,7 @@ def epoch_recorder(job: str, epochs: int, on_epoch: Any):
         def on_epoch_end(self, epoch, logs=None):
             from dlrun.training.interrupts import pending
 
-            if pending():  # cut short by Ctrl-C/SIGTERM: not a whole epoch, not recorded
+            if pending() or cut_short():  # Ctrl-C/SIGTERM or a NaN loss: not a whole epoch
                 return
             values = {k: float(v) for k, v in (logs or {}).items() if _is_number(v)}
             on_epoch(job, epoch + 1, epochs, values, time.perf_counter() - self._start)

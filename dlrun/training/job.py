@@ -36,6 +36,7 @@ class JobContext:
     tracked: Any  # dlrun.track.mlflow_store.TrackedRun | None
     reporter: Any  # dlrun.report.Reporter
     base_dir: Any = None  # the recipe's folder (relative files of recipe layers)
+    resume: bool = False  # continue from the job directory's checkpoint, if it has one
 
 
 @dataclass
@@ -140,6 +141,11 @@ def _compiled_model(recipe: Recipe, x, context):
     from dlrun.model.builder import build_model, compile_model
 
     x = np.asarray(x)
+    if x.dtype == object and len(x) and not isinstance(x.flat[0], str):
+        from dlrun.errors import DataError
+
+        raise DataError("the model's inputs are variable-length sequences: make them one length first "
+                        "(a pad_sequences step, or text_vectorization's output_sequence_length)")
     if np.issubdtype(x.dtype, np.integer):
         dtype = "int32"
     elif x.dtype == object or x.dtype.kind in "SU":
@@ -192,6 +198,7 @@ def run_job(
 ) -> JobResult:
     from dlrun.model.builder import check_data_fits
     from dlrun.track.plots import plot_history
+    from dlrun.training.fitting import train_stages
     from dlrun.training.interrupts import pending, safe_points, safe_stop_callback
 
     recipe, ds, run_dir = ctx.recipe, ctx.dataset, ctx.run_dir
@@ -212,19 +219,18 @@ def run_job(
 
     epochs = epochs or recipe.fit.epochs
     fine_tune = recipe.fit.fine_tune
-    total = epochs + (fine_tune.epochs if fine_tune else 0)
-    ctx.reporter.job_started(split.name, total)
+    ctx.reporter.job_started(split.name, epochs + (fine_tune.epochs if fine_tune else 0))
+    earlier = {}
+    if ctx.resume:  # the epochs before the checkpoint stay; MLflow gets any it missed
+        from dlrun.training.resume import relog_missing_epochs
+
+        earlier = run_dir.truncate_history(_checkpoint_epoch(ctx))
+        relog_missing_epochs(ctx.tracked, earlier)
     stop = safe_stop_callback()
     metrics: dict[str, float] = {}
     with safe_points():  # Ctrl-C/SIGTERM stop at the next batch, then raise
-        history = _fit(ctx, model, data, split.name, 0, epochs, total, stop)
-        if fine_tune is not None and not pending():  # also after an early stop of stage one
-            _record_model_facts(ctx, _start_fine_tuning(model, recipe))
-            ctx.reporter.note(f"fine-tuning {fine_tune.layer} from {fine_tune.unfreeze_from} on "
-                              f"for {fine_tune.epochs} epochs")
-            done = len(next(iter(history.values()), []))
-            more = _fit(ctx, model, data, split.name, done, done + fine_tune.epochs, total, stop)
-            history = {k: history.get(k, []) + more.get(k, []) for k in {*history, *more}}
+        history = train_stages(ctx, model, data, split.name, epochs, stop)
+        history = {k: earlier.get(k, []) + history.get(k, []) for k in {*earlier, *history}}
         if not pending():  # a noted signal is raised as Interrupted when this block ends
             if data.validation is not None:
                 metrics.update(_evaluate(model, data.validation, recipe.fit.batch_size, "val_", [stop]))
@@ -241,31 +247,11 @@ def run_job(
     return JobResult(split.name, history, metrics, len(next(iter(history.values()), [])), model)
 
 
-def _fit(ctx: JobContext, model, data: JobData, job: str, initial_epoch: int, epochs: int, total: int, stop
-         ) -> dict[str, list]:
-    """``model.fit`` from ``initial_epoch`` to ``epochs`` (a stage), recording each epoch."""
-    from dlrun.training.callbacks import build_callbacks, epoch_recorder
+def _checkpoint_epoch(ctx: JobContext) -> int:
+    from dlrun.training.checkpoints import load_checkpoint
 
-    recipe, run_dir = ctx.recipe, ctx.run_dir
-
-    def on_epoch(job, epoch, total, logs, seconds):
-        run_dir.append_history(epoch, logs)
-        if ctx.tracked is not None:
-            ctx.tracked.log_epoch(logs, step=epoch)
-        ctx.reporter.epoch(job, epoch, total, logs, seconds)
-
-    callbacks = build_callbacks(recipe.fit.callbacks, run_dir.path, has_validation=data.validation is not None,
-                                note=ctx.reporter.note)
-    # Last, so it sees what other callbacks add to the logs (ReduceLROnPlateau's learning_rate).
-    callbacks += [stop, epoch_recorder(job, total, on_epoch)]
-    if data.streamed:
-        inputs = {"x": data.train, "steps_per_epoch": recipe.fit.steps_per_epoch,
-                  "validation_steps": recipe.fit.validation_steps, "shuffle": False}  # the source shuffles
-    else:
-        inputs = {"x": data.train[0], "y": data.train[1], "batch_size": recipe.fit.batch_size,
-                  "shuffle": recipe.fit.shuffle}
-    return model.fit(**inputs, epochs=epochs, initial_epoch=initial_epoch, validation_data=data.validation,
-                     callbacks=callbacks, verbose=0).history
+    checkpoint = load_checkpoint(ctx.run_dir.path)
+    return checkpoint.epoch if checkpoint is not None else 0
 
 
 def _record_model_facts(ctx: JobContext, facts: dict) -> None:

@@ -52,9 +52,10 @@ class ProtocolContext:
     reporter: Any
     first_pipeline: Any = None  # fitted on splits[0] by the preflight; reused by its job
     base_dir: Any = None  # the recipe's folder
+    resume: bool = False  # continue each job from its checkpoint; keep finished folds
 
     def job_context(self, run_dir, tracked) -> JobContext:
-        return JobContext(self.recipe, self.dataset, run_dir, tracked, self.reporter, self.base_dir)
+        return JobContext(self.recipe, self.dataset, run_dir, tracked, self.reporter, self.base_dir, self.resume)
 
     def pipeline_for(self, split: Split):
         return self.first_pipeline if split is self.splits[0] else None
@@ -216,10 +217,31 @@ def _plot_kfold(ctx: ProtocolContext, mean: dict, std: dict, best_epoch: int | N
     )
 
 
+def _finished_fold(fold_dir, split: Split) -> JobResult | None:
+    """A fold a resumed run finished before: its results, read back from its directory."""
+    try:
+        if fold_dir.read_status().get("status") != "FINISHED":
+            return None
+        history = fold_dir.read_history()
+        return JobResult(split.name, history, fold_dir.read_json("metrics.json"),
+                         len(next(iter(history.values()), [])))
+    except (OSError, ValueError):
+        return None
+
+
 def _run_fold(ctx: ProtocolContext, split: Split) -> JobResult:
     fold_dir = ctx.run_dir.child(f"folds/{split.name}")
+    earlier_id = None
+    if ctx.resume:
+        finished = _finished_fold(fold_dir, split)
+        if finished is not None:
+            ctx.reporter.note(f"{split.name}: finished before the interruption, kept")
+            return finished
+        earlier_id = fold_dir.read_status().get("mlflow_run_id") if fold_dir.file("run.json").exists() else None
     child = None
-    if ctx.tracker is not None:
+    if ctx.tracker is not None and earlier_id:
+        child = ctx.tracker.reopen_run(earlier_id)
+    elif ctx.tracker is not None:
         child = ctx.tracker.start_run(
             run_name=f"{ctx.recipe.name}-{split.name}", tags={"dlrun.fold": split.name}, parent=ctx.tracked
         )

@@ -7,6 +7,7 @@ MLflow and in ``run.json``, and the run directory keeps what was done.
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,7 +48,10 @@ def run_recipe(
     tracking_uri: str | None = None,
     reporter=None,
     command: list[str] | None = None,
+    resume=None,
 ) -> RunSummary:
+    """Run ``loaded``; with ``resume`` (a :class:`dlrun.training.resume.ResumeTarget`) continue
+    that run in its own directory and MLflow run, from its jobs' checkpoints."""
     from dlrun.data.dataset import StreamedDataset
     from dlrun.data.sources import load_data
     from dlrun.data.splits import apply_test_split
@@ -55,10 +59,11 @@ def run_recipe(
     from dlrun.track.rundir import RunDir
     from dlrun.training.job import preflight
     from dlrun.training.protocols import PROTOCOLS, ProtocolContext, check_kfold_monitor
+    from dlrun.training.resume import locked_run
 
     recipe = loaded.recipe
     reporter = reporter or Reporter()
-    configure_runtime(recipe.seed)  # TensorFlow imported quietly, everything seeded
+    configure_runtime(recipe.seed, recipe.deterministic)  # TensorFlow imported quietly, everything seeded
     output_root = Path(output_root).resolve()
     experiment = recipe.tracking.experiment or recipe.name
 
@@ -74,30 +79,39 @@ def run_recipe(
         if recipe.evaluation.protocol == "kfold":
             check_kfold_monitor(recipe, logged)
 
-    run_dir = RunDir.create(output_root, experiment, recipe.tracking.run_name)
+    check_free_space(output_root)
+    if resume is None:
+        run_dir = RunDir.create(output_root, experiment, recipe.tracking.run_name)
+    else:
+        run_dir = RunDir(resume.run_dir)
     summary = RunSummary(None, str(run_dir.path), experiment, recipe.name, recipe.evaluation.protocol, "RUNNING")
-    tracker = tracked = None
-    try:
-        _describe_run(run_dir, loaded, dataset, command)
-        tracker, tracked = _start_tracking(loaded, output_root, experiment, tracking_uri, run_dir)
-        summary.run_id, summary.tracking_uri = tracked.run_id, tracker.uri
-        run_dir.write_status("RUNNING", mlflow_run_id=summary.run_id, tracking_uri=summary.tracking_uri,
-                             seed=recipe.seed)
-        reporter.run_started({"protocol": summary.protocol, "recipe": recipe.name, "run_dir": summary.run_dir})
-        ctx = ProtocolContext(recipe, dataset, splits, run_dir, tracker, tracked, reporter, first_pipeline,
-                              loaded.base_dir)
-        summary.metrics = protocol.run(ctx)
-        run_dir.write_json("summary.json", summary.metrics)
-        _finish(summary, run_dir, tracked, "FINISHED", None)
-    except KeyboardInterrupt as exc:
-        _finish(summary, run_dir, tracked, "KILLED", f"interrupted ({_signal_name(exc)})")
-        reporter.close()
-        raise RunInterrupted(summary, _signal_name(exc)) from None
-    except BaseException as exc:
-        _finish(summary, run_dir, tracked, "FAILED", f"{type(exc).__name__}: {exc}")
-        reporter.close()
-        exc.run_summary = summary  # lets the CLI's --json say which run failed
-        raise
+    with locked_run(run_dir.path):  # while it runs, a --resume of it from elsewhere is refused
+        tracker = tracked = None
+        try:
+            if resume is None:
+                _describe_run(run_dir, loaded, dataset, command)
+                tracker, tracked = _start_tracking(loaded, output_root, experiment, tracking_uri, run_dir, reporter.note)
+            else:
+                _describe_resume(run_dir, loaded, resume, command)
+                tracker, tracked = _resume_tracking(resume, output_root, experiment, tracking_uri, run_dir, reporter.note)
+            summary.run_id, summary.tracking_uri = tracked.run_id, tracker.uri
+            run_dir.write_status("RUNNING", mlflow_run_id=summary.run_id, tracking_uri=summary.tracking_uri,
+                                 seed=recipe.seed, recipe_file=str(loaded.path), overrides=loaded.overrides)
+            reporter.run_started({"protocol": summary.protocol, "recipe": recipe.name, "run_dir": summary.run_dir})
+            ctx = ProtocolContext(recipe, dataset, splits, run_dir, tracker, tracked, reporter, first_pipeline,
+                                  loaded.base_dir, resume is not None)
+            summary.metrics = protocol.run(ctx)
+            run_dir.write_json("summary.json", summary.metrics)
+            _finish(summary, run_dir, tracked, "FINISHED", None)
+        except KeyboardInterrupt as exc:
+            _finish(summary, run_dir, tracked, "KILLED", f"interrupted ({_signal_name(exc)})")
+            reporter.close()
+            raise RunInterrupted(summary, _signal_name(exc)) from None
+        except BaseException as exc:
+            _finish(summary, run_dir, tracked, "FAILED", f"{type(exc).__name__}: {exc}")
+            reporter.close()
+            exc.run_summary = summary  # lets the CLI's --json say which run failed
+            raise
     reporter.run_finished(summary.to_dict())
     return summary
 
@@ -112,11 +126,55 @@ def _describe_run(run_dir, loaded: LoadedRecipe, dataset, command: list[str] | N
     run_dir.write_json("data.json", dataset.info)
 
 
-def _start_tracking(loaded: LoadedRecipe, output_root: Path, experiment: str, tracking_uri, run_dir):
-    from dlrun.track.mlflow_store import Tracker, flatten_params
+MIN_FREE_MB = 200  # a run needs room for its checkpoints, model and logs
+
+
+def check_free_space(output_root: Path) -> None:
+    """A nearly full disk is reported before training starts, not as a failure hours later."""
+    import shutil
+
+    from dlrun.errors import UsageError
+
+    folder = Path(output_root)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # the output root may not exist yet
+    need = int(os.environ.get("DLRUN_MIN_FREE_MB", MIN_FREE_MB))
+    free = shutil.disk_usage(folder).free // 2**20
+    if free < need:
+        raise UsageError(f"only {free} MB free on the disk of the output folder '{output_root}' (dlrun wants at "
+                         f"least {need} MB: DLRUN_MIN_FREE_MB); free some space or choose another --output-root")
+
+
+def _describe_resume(run_dir, loaded: LoadedRecipe, resume, command: list[str] | None) -> None:
+    """Append the resuming command; a recipe changed under --force replaces the saved one (kept aside)."""
+    with open(run_dir.file("command.txt"), "a", encoding="utf-8") as fh:
+        fh.write(" ".join(command or sys.argv) + "\n")
+    if resume.changed:
+        run_dir.file("recipe.yaml").replace(run_dir.file(f"recipe.before-resume-{len(_resumes(run_dir)) + 1}.yaml"))
+        run_dir.write_yaml("recipe.yaml", loaded.resolved)
+    run_dir.write_status("RUNNING", resumed=[*_resumes(run_dir), resume.status.get("status")])
+
+
+def _resumes(run_dir) -> list:
+    return run_dir.read_status().get("resumed", [])
+
+
+def _resume_tracking(resume, output_root: Path, experiment: str, tracking_uri, run_dir, note=None):
+    """The run's own MLflow run, RUNNING again; its store unless another is given."""
+    from dlrun.track.mlflow_store import Tracker, offline_notice
+
+    uri = tracking_uri or resume.status.get("tracking_uri")
+    tracker = Tracker.from_output_root(output_root, experiment, uri, on_outage=offline_notice(run_dir, note))
+    return tracker, tracker.reopen_run(resume.status.get("mlflow_run_id"))
+
+
+def _start_tracking(loaded: LoadedRecipe, output_root: Path, experiment: str, tracking_uri, run_dir, note=None):
+    from dlrun.track.mlflow_store import Tracker, flatten_params, offline_notice
 
     recipe = loaded.recipe
-    tracker = Tracker.from_output_root(output_root, experiment, tracking_uri)
+    # An unreachable store never stops training: the tracker goes offline, says so once through
+    # ``note`` and writes tracking.json; ``dlrun sync <run dir>`` uploads the run later.
+    tracker = Tracker.from_output_root(output_root, experiment, tracking_uri, on_outage=offline_notice(run_dir, note))
     tags = {
         "dlrun.recipe": recipe.name,
         "dlrun.recipe_file": str(loaded.path),

@@ -1,0 +1,117 @@
+"""``dlrun train --resume RUN``: find the run, check it may be resumed, and get its recipe.
+
+A run may be resumed when it did not finish (KILLED, FAILED, or RUNNING in a process that
+died: preempted, out of memory) and no live process holds it. Its recipe is read again from
+the file it was started from, with the same ``--set`` overrides; if the result differs from
+the recipe the run saved, resuming is refused with the difference unless forced.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fcntl
+import json
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import yaml
+
+from dlrun.errors import ResumeError
+from dlrun.recipe.loading import LoadedRecipe, load_recipe
+
+LOCK_FILE = ".lock"
+
+
+@dataclass
+class ResumeTarget:
+    run_dir: Path
+    status: dict  # run.json as it was before resuming
+    loaded: LoadedRecipe
+    changed: bool  # the recipe differs from the saved one (resumed with --force)
+
+
+def find_run(run: str, output_root: Path) -> Path:
+    """A run directory given as a path, or an MLflow run id recorded under ``output_root``."""
+    path = Path(run).expanduser()
+    if (path / "run.json").is_file():
+        return path.resolve()
+    runs = Path(output_root).expanduser() / "runs"
+    for status_file in sorted(runs.glob("*/*/run.json")) if runs.is_dir() else []:
+        try:
+            if json.loads(status_file.read_text()).get("mlflow_run_id") == run:
+                return status_file.parent.resolve()
+        except (OSError, ValueError):
+            continue
+    raise ResumeError(f"--resume {run}: no run directory (with a run.json) there, and no run with that MLflow "
+                      f"run id under {runs}")
+
+
+@contextmanager
+def locked_run(run_dir: Path) -> Iterator[None]:
+    """Hold the run directory's lock (the system drops it if the process dies); fails at once
+    when another process holds it."""
+    fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ResumeError(f"run {run_dir} is still running in another process; wait for it or stop it "
+                              f"first") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield
+    finally:
+        os.close(fd)
+
+
+def prepare_resume(run: str, output_root: Path, recipe: Path | None, overrides: list[str], force: bool
+                   ) -> ResumeTarget:
+    run_dir = find_run(run, output_root)
+    try:
+        status = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ResumeError(f"--resume: cannot read {run_dir / 'run.json'}: {exc}") from None
+    if status.get("status") == "FINISHED":
+        raise ResumeError(f"run {run_dir} finished; there is nothing to resume (train it again to start a new run)")
+    if recipe is None:
+        if not status.get("recipe_file"):
+            raise ResumeError(f"run {run_dir} does not record its recipe file: give it, "
+                              f"dlrun train RECIPE --resume {run}")
+        recipe = Path(status["recipe_file"])
+        if not recipe.is_file():
+            raise ResumeError(f"the run's recipe {recipe} is gone: give the recipe, dlrun train RECIPE --resume {run}")
+    loaded = load_recipe(recipe, [*status.get("overrides", []), *overrides])
+    before = yaml.safe_load((run_dir / "recipe.yaml").read_text())
+    diff = recipe_diff(before, loaded.resolved)
+    if diff and not force:
+        raise ResumeError(f"the recipe changed since run {run_dir} started; resume with --force to continue "
+                          f"with the new one:\n{diff}")
+    return ResumeTarget(run_dir, status, loaded, bool(diff))
+
+
+def recipe_diff(before: dict, after: dict) -> str:
+    """A unified diff of two resolved recipes ('' when equal)."""
+    if before == after:
+        return ""
+    a = yaml.safe_dump(before, sort_keys=False).splitlines(keepends=True)
+    b = yaml.safe_dump(after, sort_keys=False).splitlines(keepends=True)
+    return "".join(difflib.unified_diff(a, b, "recipe.yaml (run)", "recipe (now)"))
+
+
+def relog_missing_epochs(tracked, history: dict[str, list[float]]) -> int:
+    """Log epochs kept in the run directory that MLflow lacks (a crash between the checkpoint
+    and the MLflow write); returns how many. MLflow never has an epoch the checkpoint lacks."""
+    if tracked is None or not getattr(tracked, "run_id", None) or not history:
+        return 0
+    key = next(iter(history))
+    try:
+        logged = {m.step for m in tracked.client.get_metric_history(tracked.run_id, key)}
+    except Exception:  # noqa: BLE001 - the store may be offline: sync uploads it later
+        return 0
+    missing = [epoch for epoch in range(1, len(history[key]) + 1) if epoch not in logged]
+    for epoch in missing:
+        tracked.log_epoch({k: v[epoch - 1] for k, v in history.items() if epoch <= len(v)}, step=epoch)
+    return len(missing)
