@@ -119,6 +119,8 @@ def test_sigterm_then_resume_ends_as_an_uninterrupted_twin(root):
     steps = [m.step for m in client.get_metric_history(summary["run_id"], "val_loss")]
     assert sorted(steps) == list(range(1, 13))  # continued: no gap, no step twice
     assert client.get_run(summary["run_id"]).info.status == "FINISHED"
+    logged = {a.path for a in client.list_artifacts(summary["run_id"])}
+    assert "history.csv" in logged and "checkpoint" not in logged and ".lock" not in logged
 
 
 def test_kfold_resume_keeps_finished_folds(root):

@@ -15,11 +15,23 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, model_serializer, model_validator
 
+from dlrun.recipe.data_schema import (  # noqa: F401 - re-exported: the recipe schema in one place
+    HoldoutPart,
+    SplitSpec,
+    EmbeddedData,
+    KerasData,
+    NpzData,
+    CsvData,
+    TextDirectoryData,
+    PretrainedBase,
+    ImageDirectoryData,
+    RowRange,
+    TimeseriesData,
+    DataSpec,
+    STREAMED_SOURCES,
+)
 from dlrun.recipe.plugins import module_name
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False)
+from dlrun.recipe.schema_base import Strict
 
 
 # --------------------------------------------------------------------------- Keras objects
@@ -60,171 +72,6 @@ class KerasObject(BaseModel):
     @model_serializer
     def _to_recipe_form(self) -> Any:
         return {self.name: dict(self.args)} if self.args else self.name
-
-
-# --------------------------------------------------------------------------- data
-
-
-class HoldoutPart(Strict):
-    """How one part (validation or test) is taken out of the training data.
-
-    Exactly one of ``first``, ``last`` or ``fraction``; ``shuffle`` only applies to
-    ``fraction`` (seeded by the recipe seed).
-    """
-
-    first: int | None = Field(strict=True, default=None, ge=1, lt=2**31)
-    last: int | None = Field(strict=True, default=None, ge=1, lt=2**31)
-    fraction: float | None = Field(default=None, gt=0, lt=1)
-    shuffle: bool | None = None  # fraction only; default true
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> "HoldoutPart":
-        given = [k for k in ("first", "last", "fraction") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError("give exactly one of 'first', 'last' or 'fraction'")
-        if self.shuffle is not None and self.fraction is None:
-            raise ValueError("'shuffle' only applies to 'fraction' ('first'/'last' take rows in order)")
-        if self.shuffle is None and self.fraction is not None:
-            self.shuffle = True
-        return self
-
-
-class SplitSpec(Strict):
-    """``test``: ``dataset`` (the source's own test split, default) or a part of the data;
-    ``validation``: ``none`` or a part of what remains for training."""
-
-    test: Literal["dataset", "none"] | HoldoutPart = "dataset"
-    validation: Literal["none"] | HoldoutPart = "none"
-
-
-class _DataBase(Strict):
-    split: SplitSpec = Field(default_factory=SplitSpec)
-    shuffle: bool = Field(
-        default=False,
-        description="shuffle the training rows once at load (seeded), before 'limit' and the splits; "
-        "for sources stored in class order (iris, wine) whose first/last rows are one class",
-    )
-    limit: int | None = Field(strict=True, 
-        default=None, ge=1, description="use only the first N training samples (before a test part is taken)"
-    )
-
-
-class EmbeddedData(_DataBase):
-    """Real datasets shipped inside registry packages (no download)."""
-
-    source: Literal["embedded"]
-    name: Literal[
-        "digits", "iris", "wine", "breast_cancer", "diabetes", "mnist_5k", "boston_housing"
-    ]
-
-
-class KerasData(_DataBase):
-    """``keras.datasets.<name>.load_data(**options)`` through Keras' own cache."""
-
-    source: Literal["keras"]
-    name: Literal["mnist", "fashion_mnist", "imdb", "reuters", "boston_housing", "cifar10", "cifar100"]
-    options: dict[str, Any] = Field(default_factory=dict)
-
-
-class NpzData(_DataBase):
-    """A NumPy ``.npz`` file: feature and target arrays by key, optional test arrays."""
-
-    source: Literal["npz"]
-    path: str
-    x: str = "x"
-    y: str = "y"
-    x_test: str | None = None
-    y_test: str | None = None
-
-
-class CsvData(_DataBase):
-    """A CSV file with a header: target column(s) and feature columns (default: all others)."""
-
-    source: Literal["csv"]
-    path: str
-    target: str | list[str]
-    features: list[str] | None = None
-    delimiter: str = ","
-
-
-class TextDirectoryData(_DataBase):
-    """Text files in one sub-folder per class (the aclImdb layout: ``train/neg``, ``train/pos``,
-    ``test/…``), read into memory as strings; ``path`` is a folder or a ``.tar[.gz|.xz]`` archive."""
-
-    source: Literal["text_directory"]
-    path: str
-    train: str = "train"
-    test: str | None = "test"
-    classes: list[str] | None = Field(default=None, min_length=2,
-                                      description="class folders in label order; default: every sub-folder, sorted")
-    encoding: str = "utf-8"
-
-
-class PretrainedBase(Strict):
-    """A ``keras.applications`` network without its classifier (VGG16, Xception, …)."""
-
-    application: str
-    weights: str | None = Field(default="imagenet", description="imagenet, a local .h5/.keras file, or null (random)")
-    include_top: Literal[False] = False
-    pooling: Literal["avg", "max"] | None = None
-
-
-class ImageDirectoryData(Strict):
-    """Images in one sub-folder per class under ``train/``, ``validation/``, ``test/``,
-    streamed with tf.data (``image_dataset_from_directory``), batched by ``fit.batch_size``.
-    ``features`` runs a frozen pretrained base over every image once and trains on the
-    cached features (the book's fast feature extraction, 5.3.1)."""
-
-    source: Literal["image_directory"]
-    path: str
-    train: str = "train"
-    validation: str | None = "validation"
-    test: str | None = "test"
-    image_size: list[int] = Field(default_factory=lambda: [150, 150], min_length=2, max_length=2)
-    color_mode: Literal["rgb", "grayscale", "rgba"] = "rgb"
-    label_mode: Literal["binary", "categorical", "int"] = "binary"
-    rescale: float | None = Field(default=None, description="multiply pixels by this, e.g. 0.00392156862745098 (1/255)")
-    shuffle: bool = True
-    features: PretrainedBase | None = None
-
-
-class RowRange(Strict):
-    """Rows ``[start, end)`` of a series: row numbers, or fractions of its length (0 ≤ f ≤ 1)."""
-
-    start: int | float = 0
-    end: int | float | None = None
-
-
-class TimeseriesData(Strict):
-    """A multivariate series in a CSV (the Jena layout: a date-time column, numeric columns),
-    cut into chronological train/validation/test ranges and windowed as the book does (6.3):
-    for row ``i`` the sample is rows ``i - lookback … i - 1`` every ``step`` rows, the target is
-    ``target`` at row ``i + delay``; a part's windows and targets stay inside its range (row
-    numbers count after ``missing: drop``). Normalized with the training range's statistics."""
-
-    source: Literal["timeseries_csv"]
-    path: str
-    time_column: str | None = None
-    columns: list[str] | None = Field(default=None, min_length=1, description="default: every numeric column")
-    target: str
-    lookback: int = Field(strict=True, ge=1, lt=2**31)
-    step: int = Field(strict=True, default=1, ge=1, lt=2**31)
-    delay: int = Field(strict=True, default=0, ge=0, lt=2**31)
-    train: RowRange
-    validation: RowRange | None = None
-    test: RowRange | None = None
-    normalize: bool = True
-    reverse: bool = Field(default=False, description="feed each window latest-first (6.3.8)")
-    shuffle: bool = True
-    missing: Literal["error", "interpolate", "drop"] = "error"
-    delimiter: str = ","
-
-
-DataSpec = Annotated[
-    Union[EmbeddedData, KerasData, NpzData, CsvData, TextDirectoryData, ImageDirectoryData, TimeseriesData],
-    Field(discriminator="source"),
-]
-STREAMED_SOURCES = ("image_directory", "timeseries_csv")
 
 
 # --------------------------------------------------------------------------- preprocessing

@@ -341,3 +341,19 @@ def environment_info() -> dict[str, Any]:
         "hostname": socket.gethostname(),
         "packages": packages,
     }
+
+
+# Kept in the run directory, not copied to MLflow: the resume state (large, superseded each epoch).
+NOT_ARTIFACTS = {"checkpoint"}
+
+
+def log_run_files(tracked, folder: Path, skip: set[str] = frozenset()) -> None:
+    """Log a run directory's files as ``tracked``'s artifacts, leaving out ``skip``, the
+    checkpoint and hidden files (the run lock, half-written temporaries)."""
+    for entry in sorted(Path(folder).iterdir()):
+        if entry.name in skip or entry.name in NOT_ARTIFACTS or entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            tracked.log_artifacts(entry, entry.name)
+        else:
+            tracked.log_artifact(entry)

@@ -39,7 +39,7 @@ from dlrun.track._mlflow_common import (
     resolve_tracking_uri,
 )
 from dlrun.track._outage import TRACKING_FILE, is_outage_error, short_reason, utc_iso
-from dlrun.track.rundir import HISTORY_FILE, STATUS_FILE, RunDir
+from dlrun.track.rundir import HISTORY_FILE, NOT_ARTIFACTS, STATUS_FILE, RunDir
 
 TAG_SYNCED = "dlrun.synced"
 
@@ -183,7 +183,8 @@ def _sync_one(tracker, rd: RunDir, info: dict, recipe: dict, parent=None, fold: 
         points[_safe_key(f"cv_mean_{key}")] = {i + 1: v for i, v in enumerate(values)}
     result.metric_points = _sync_history(tracker, run.run_id, points)
     result.metric_points += _sync_finals(run, existing, _final_metrics(rd, points, fold))
-    result.artifacts = _sync_artifacts(tracker, run.run_id, rd, skip={"folds"} if fold is None else set())
+    skip = NOT_ARTIFACTS | ({"folds"} if fold is None else set())
+    result.artifacts = _sync_artifacts(tracker, run.run_id, rd, skip=skip)
     if fold is None:
         for fold_dir in sorted(p for p in (rd.path / "folds").glob("*") if (p / STATUS_FILE).is_file()):
             fold_info = _read_json(fold_dir / STATUS_FILE) or {}

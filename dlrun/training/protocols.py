@@ -13,9 +13,10 @@ import numpy as np
 
 from dlrun.data.dataset import StreamedDataset
 from dlrun.data.splits import Split, holdout_split, kfold_splits, resolve_stratify
-from dlrun.metric_direction import lower_is_better
 from dlrun.errors import UsageError, did_you_mean
+from dlrun.metric_direction import lower_is_better
 from dlrun.recipe.schema import Recipe
+from dlrun.track.rundir import log_run_files
 from dlrun.training.job import JobContext, JobResult, run_job
 
 
@@ -253,7 +254,7 @@ def _run_fold(ctx: ProtocolContext, split: Split) -> JobResult:
         if child is not None:
             child.log_metrics(final_metrics(result))
             _log_model(child, fold_dir, result.model)
-            child.log_artifacts(fold_dir.path)
+            log_run_files(child, fold_dir.path)
     except KeyboardInterrupt:
         _end(child, fold_dir, "KILLED", "interrupted")
         raise

@@ -208,14 +208,10 @@ def _finish(summary: RunSummary, run_dir, tracked, status: str, error: str | Non
     run_dir.write_status(status, error=error, metrics=summary.metrics)
     if tracked is None:
         return
+    from dlrun.track.rundir import log_run_files
+
     try:
-        for entry in sorted(run_dir.path.iterdir()):
-            if entry.name == "folds":
-                continue  # each fold's files are its own child run's artifacts
-            if entry.is_dir():
-                tracked.log_artifacts(entry, entry.name)
-            else:
-                tracked.log_artifact(entry)
+        log_run_files(tracked, run_dir.path, skip={"folds"})  # each fold's files are its child run's
     finally:
         tracked.end(status, error)
 
