@@ -18,6 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from dlrun.track._writes import exception_chain
+
 try:  # POSIX; elsewhere store creation is not serialized (MLflow's own risk)
     import fcntl
 except ImportError:  # pragma: no cover
@@ -60,15 +62,11 @@ def use_short_http_retries() -> None:
 
 def is_outage_error(exc: BaseException | None) -> bool:
     """True when ``exc`` (or anything it wraps) says the store is unreachable or down."""
-    seen = 0
-    while exc is not None and seen < 10:
-        if {c.__name__ for c in type(exc).__mro__} & _OUTAGE_TYPES:
+    for e in exception_chain(exc):
+        if {c.__name__ for c in type(e).__mro__} & _OUTAGE_TYPES:
             return True
-        text = str(exc).lower()
-        if any(marker in text for marker in _OUTAGE_MARKERS):
+        if any(marker in str(e).lower() for marker in _OUTAGE_MARKERS):
             return True
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
     return False
 
 

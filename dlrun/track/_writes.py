@@ -36,16 +36,17 @@ def retries_so_far() -> int:
     return _retries
 
 
+def exception_chain(exc: BaseException | None, limit: int = 10):
+    """``exc`` and the exceptions it wraps (``__cause__``/``__context__``), at most ``limit``."""
+    while exc is not None and limit > 0:
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+        limit -= 1
+
+
 def is_locked_error(exc: BaseException) -> bool:
     """True for SQLite's transient "database is locked"/"busy" errors, however wrapped."""
-    seen = 0
-    while exc is not None and seen < 8:
-        text = str(exc).lower()
-        if any(marker in text for marker in _LOCK_MARKERS):
-            return True
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return False
+    return any(any(marker in str(e).lower() for marker in _LOCK_MARKERS) for e in exception_chain(exc, 8))
 
 
 def retry_locked(

@@ -34,6 +34,7 @@ from dlrun.track._mlflow_common import (
     MAX_METRICS_PER_BATCH,
     RUN_STATUSES,
     TAG_ERROR,
+    _metric_value,
     _safe_key,
     flatten_params,
     resolve_tracking_uri,
@@ -143,13 +144,6 @@ def _ms(iso: Any) -> int | None:
         return None
 
 
-def _number(value: Any) -> float | None:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def history_points(rd: RunDir) -> dict[str, dict[int, float]]:
     """``{metric: {epoch: value}}`` from ``history.csv``; empty cells (a metric that began
     later) are left out, ``nan`` cells are kept as NaN like the runner logged them."""
@@ -158,11 +152,11 @@ def history_points(rd: RunDir) -> dict[str, dict[int, float]]:
         return {}
     points: dict[str, dict[int, float]] = {}
     for row in RunDir._read_rows(path):
-        epoch = _number(row.get("epoch"))
+        epoch = _metric_value(row.get("epoch"))
         if epoch is None:
             continue
         for key, cell in row.items():
-            value = _number(cell) if key != "epoch" and cell.strip() else None
+            value = _metric_value(cell) if key != "epoch" and cell.strip() else None
             if value is not None:
                 points.setdefault(_safe_key(key), {})[int(epoch)] = value
     return points
@@ -283,7 +277,7 @@ def _final_metrics(rd: RunDir, points: dict, fold: str | None) -> dict[str, floa
     if not isinstance(summary, dict):
         metrics = _read_json(rd.path / "metrics.json") or {}
         summary = {f"final_{k}" if _safe_key(k) in points else k: v for k, v in metrics.items()}
-    return {_safe_key(str(k)): n for k, v in summary.items() if (n := _number(v)) is not None}
+    return {_safe_key(str(k)): n for k, v in summary.items() if (n := _metric_value(v)) is not None}
 
 
 def _sync_finals(run, existing, finals: dict[str, float]) -> int:
