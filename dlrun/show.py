@@ -23,6 +23,10 @@ def print_resolved(loaded: LoadedRecipe) -> None:
 
 def static_input_shape(recipe: Recipe) -> tuple | None:
     """The model's input shape when the recipe alone fixes it (so ``show`` needs no data)."""
+    if recipe.model.type == "graph":  # its inputs declare their shapes, or take them from the data
+        layers = [n.layer for n in recipe.model.nodes.values() if n.layer] + list(recipe.model.shared.values())
+        declared = all(i.shape is not None for i in recipe.model.inputs.values())
+        return () if declared and not any(layer.name == "PretrainedEmbedding" for layer in layers) else None
     if any(layer.name == "PretrainedEmbedding" for layer in recipe.model.layers):
         return None  # needs the vocabulary fitted on the data
     if recipe.model.input_shape is not None:

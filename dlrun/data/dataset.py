@@ -8,6 +8,60 @@ from typing import Any, Callable
 import numpy as np
 
 
+class NamedArrays:
+    """Arrays with one row per sample, by name: a graph model's inputs or targets (``data.x:
+    {text: x_text, question: x_question}``). Indexing by rows (``a[idx]``, ``a[:8]``) and
+    ``len`` work as for one array, so splits, ``limit`` and ``shuffle`` need no special case;
+    ``a["text"]`` is one array. Keras gets :meth:`as_dict` (see :func:`plain`)."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]):
+        lengths = {name: len(a) for name, a in arrays.items()}
+        if not arrays or len(set(lengths.values())) != 1:
+            raise ValueError(f"named arrays need the same number of rows: {lengths}")
+        self.arrays = dict(arrays)
+
+    def __len__(self) -> int:
+        return len(next(iter(self.arrays.values())))
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            return self.arrays[key]
+        return NamedArrays({name: a[key] for name, a in self.arrays.items()})
+
+    def keys(self):
+        return self.arrays.keys()
+
+    def items(self):
+        return self.arrays.items()
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        return dict(self.arrays)
+
+    def __repr__(self) -> str:
+        return f"NamedArrays({sample_shapes(self)}, rows={len(self)})"
+
+
+def plain(part):
+    """What Keras takes: named arrays as a dict (tuples of parts too); arrays unchanged."""
+    if isinstance(part, tuple):
+        return tuple(plain(p) for p in part)
+    return part.as_dict() if isinstance(part, NamedArrays) else part
+
+
+def rows(a, idx):
+    """Rows ``idx`` of an array, named arrays or a dict of arrays."""
+    if isinstance(a, dict):
+        return {name: v[idx] for name, v in a.items()}
+    return a[idx]
+
+
+def sample_shapes(a) -> Any:
+    """One sample's shape, or each named array's."""
+    if isinstance(a, (dict, NamedArrays)):
+        return {name: tuple(np.shape(v)[1:]) for name, v in a.items()}
+    return tuple(getattr(a, "shape", (len(a),))[1:])
+
+
 @dataclass
 class Dataset:
     """Training arrays, the source's own test split if it has one, and facts to record.
@@ -26,6 +80,8 @@ class Dataset:
 
 def describe(ds: Dataset) -> dict:
     """Shapes, dtypes and class counts of ``ds`` as JSON-serializable facts."""
+    if isinstance(ds.x_train, NamedArrays) or isinstance(ds.y_train, NamedArrays):
+        return _describe_named(ds)
     facts = {
         "n_train": int(len(ds.x_train)),
         "n_test": None if ds.x_test is None else int(len(ds.x_test)),
@@ -36,6 +92,22 @@ def describe(ds: Dataset) -> dict:
     }
     counts = class_counts(ds.y_train)
     if counts is not None:
+        facts["train_class_counts"] = counts
+    return facts
+
+
+def _describe_named(ds: Dataset) -> dict:
+    """Per input/output name: sample shape and dtype (and class counts of integer targets)."""
+    def each(part):
+        if not isinstance(part, NamedArrays):
+            return {"sample_shape": _sample_shape(part), "dtype": str(part.dtype)}
+        return {name: {"sample_shape": _sample_shape(a), "dtype": str(a.dtype)} for name, a in part.items()}
+
+    facts = {"n_train": int(len(ds.x_train)), "n_test": None if ds.x_test is None else int(len(ds.x_test)),
+             "x": each(ds.x_train), "y": each(ds.y_train)}
+    targets = ds.y_train.items() if isinstance(ds.y_train, NamedArrays) else [("y", ds.y_train)]
+    counts = {name: c for name, a in targets if (c := class_counts(a)) is not None}
+    if counts:
         facts["train_class_counts"] = counts
     return facts
 

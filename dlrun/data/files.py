@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlrun.data.dataset import Dataset
+from dlrun.data.dataset import Dataset, NamedArrays
 from dlrun.errors import DataError, did_you_mean
 
 
@@ -43,24 +43,37 @@ def load_npz(spec, base_dir: Path) -> Dataset:
                         f"it with np.savez(path, x=..., y=...)")
     with archive:
         keys = list(archive.files)
-        x = _array(archive, "x", spec.x, path, keys)
-        y = _array(archive, "y", spec.y, path, keys)
+        x = _arrays(archive, "x", spec.x, path, keys)
+        y = _arrays(archive, "y", spec.y, path, keys)
         # The test keys default to "x_test"/"y_test" when the file has them.
-        test_x_key = spec.x_test or ("x_test" if "x_test" in keys else None)
-        test_y_key = spec.y_test or ("y_test" if "y_test" in keys else None)
+        named = isinstance(spec.x, dict) or isinstance(spec.y, dict)  # named test arrays are given, not guessed
+        test_x_key = spec.x_test or ("x_test" if "x_test" in keys and not named else None)
+        test_y_key = spec.y_test or ("y_test" if "y_test" in keys and not named else None)
         if (test_x_key is None) != (test_y_key is None):
             given = "x_test" if test_x_key else "y_test"
             other = "y_test" if test_x_key else "x_test"
             raise DataError(f"data.{other}: {path} has a test array for {given} but none for "
                             f"{other} (its keys: {', '.join(keys)}); give both or neither")
-        x_test = _array(archive, "x_test", test_x_key, path, keys) if test_x_key else None
-        y_test = _array(archive, "y_test", test_y_key, path, keys) if test_y_key else None
+        x_test = _arrays(archive, "x_test", test_x_key, path, keys) if test_x_key else None
+        y_test = _arrays(archive, "y_test", test_y_key, path, keys) if test_y_key else None
     _same_length(x, y, f"'{spec.x}' and '{spec.y}'", path)
     if x_test is not None:
         _same_length(x_test, y_test, f"'{test_x_key}' and '{test_y_key}'", path)
     info = {"path": str(path), "keys": {"x": spec.x, "y": spec.y,
                                         "x_test": test_x_key, "y_test": test_y_key}}
     return Dataset(x, y, x_test, y_test, name=path.stem, info=info)
+
+
+def _arrays(archive, field: str, key, path: Path, keys: list[str]):
+    """One array, or a graph model's inputs/outputs by name (``x: {text: x_text, …}``)."""
+    if not isinstance(key, dict):
+        return _array(archive, field, key, path, keys)
+    arrays = {name: _array(archive, f"{field}.{name}", k, path, keys) for name, k in key.items()}
+    lengths = {name: len(a) for name, a in arrays.items()}
+    if len(set(lengths.values())) > 1:
+        raise DataError(f"data.{field}: the arrays of {path} have different numbers of samples "
+                        f"({', '.join(f'{n}: {c}' for n, c in lengths.items())})")
+    return NamedArrays(arrays)
 
 
 def _array(archive, field: str, key: str, path: Path, keys: list[str]) -> np.ndarray:
@@ -102,25 +115,55 @@ def load_csv(spec, base_dir: Path) -> Dataset:
     if _first_line_is_data(path, spec.delimiter):
         raise DataError(f"data.path: the first line of {path} looks like data, not a header; "
                         f"add a header line naming the columns")
-    targets = [spec.target] if isinstance(spec.target, str) else list(spec.target)
-    for i, name in enumerate(targets):
-        where = "data.target" if isinstance(spec.target, str) else f"data.target[{i}]"
-        _known_column(name, columns, where, path, spec.delimiter)
+    groups = _column_groups(spec.target, "data.target")
+    targets = [c for _, cols in groups for c in ([cols] if isinstance(cols, str) else cols)]
+    for where, cols in groups:
+        for name, place in _places(cols, where):
+            _known_column(name, columns, place, path, spec.delimiter)
     if spec.features is None:
-        features = [c for c in columns if c not in targets]
+        feature_groups = [("data.features", [c for c in columns if c not in targets])]
     else:
-        features = list(spec.features)
-        for i, name in enumerate(features):
-            _known_column(name, columns, f"data.features[{i}]", path, spec.delimiter)
+        feature_groups = _column_groups(spec.features, "data.features")
+        for where, cols in feature_groups:
+            for name, place in _places(cols, where):
+                _known_column(name, columns, place, path, spec.delimiter)
+    feature_groups = [(where, [cols] if isinstance(cols, str) else list(cols)) for where, cols in feature_groups]
+    features = [c for _, cols in feature_groups for c in cols]
     if not features:
         raise DataError(f"data.features: {path} has no column left for features after the "
                         f"target {targets}")
-    x = _numeric_columns(table, features, path, "data.features").astype(np.float32)
-    info = {"path": str(path), "target": targets, "features": features}
-    y, classes = _target(table, targets, path)
-    if classes is not None:
+    info = {"path": str(path), "target": spec.target if isinstance(spec.target, dict) else targets,
+            "features": spec.features if isinstance(spec.features, dict) else features}
+    if isinstance(spec.features, dict):  # a graph model's inputs by name
+        x = NamedArrays({where.rsplit(".", 1)[1]: _numeric_columns(table, cols, path, where).astype(np.float32)
+                         for where, cols in feature_groups})
+    else:
+        x = _numeric_columns(table, features, path, "data.features").astype(np.float32)
+    if isinstance(spec.target, dict):  # a graph model's outputs by name
+        arrays, classes = {}, {}
+        for where, cols in groups:
+            name = where.rsplit(".", 1)[1]
+            arrays[name], found = _target(table, [cols] if isinstance(cols, str) else list(cols), path, where)
+            if found is not None:
+                classes[name] = found
+        y = NamedArrays(arrays)
+    else:
+        y, classes = _target(table, targets, path)
+    if classes:
         info["classes"] = classes
     return Dataset(x, y, name=path.stem, info=info)
+
+
+def _column_groups(value, where: str) -> list[tuple[str, str | list[str]]]:
+    """``(recipe place, column or columns)``: one group, or one per name of a mapping."""
+    if isinstance(value, dict):
+        return [(f"{where}.{name}", cols) for name, cols in value.items()]
+    return [(where, value)]
+
+
+def _places(cols: str | list[str], where: str) -> list[tuple[str, str]]:
+    """Each column with its recipe place: ``data.target`` for one, ``data.target[1]`` in a list."""
+    return [(cols, where)] if isinstance(cols, str) else [(c, f"{where}[{i}]") for i, c in enumerate(cols)]
 
 
 def _known_column(name: str, columns: list[str], where: str, path: Path, delimiter: str):
@@ -150,7 +193,7 @@ def _numeric_columns(table, names: list[str], path: Path, where: str) -> np.ndar
     return table[names].to_numpy()
 
 
-def _target(table, targets: list[str], path: Path):
+def _target(table, targets: list[str], path: Path, where: str = "data.target"):
     """y (1-D for one target column) and, for a text label column, its sorted classes."""
     import pandas as pd
 
@@ -158,12 +201,12 @@ def _target(table, targets: list[str], path: Path):
         column = table[targets[0]]
         if column.isna().any():
             line = int(column[column.isna()].index[0]) + 2
-            raise DataError(f"data.target: column '{targets[0]}' of {path} has empty values "
+            raise DataError(f"{where}: column '{targets[0]}' of {path} has empty values "
                             f"(first on line {line})")
         # Text labels become class indices in sorted order, recorded in info["classes"].
         classes, codes = np.unique(column.astype(str).to_numpy(), return_inverse=True)
         return codes.astype(np.int64), [str(c) for c in classes]
-    y = _numeric_columns(table, targets, path, "data.target")
+    y = _numeric_columns(table, targets, path, where)
     y = y.astype(np.int64) if np.issubdtype(y.dtype, np.integer) else y.astype(np.float32)
     return (y[:, 0] if len(targets) == 1 else y), None
 

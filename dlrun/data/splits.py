@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from dlrun.data.dataset import Dataset, describe
+from dlrun.data.dataset import Dataset, NamedArrays, describe
 from dlrun.errors import DataError
 
 if TYPE_CHECKING:
@@ -141,11 +141,12 @@ def kfold_splits(y: np.ndarray, k: int, shuffle: bool, stratify: bool, seed: int
 
 
 def _labels_for_stratification(y: np.ndarray, k: int) -> np.ndarray:
-    labels = _as_label_vector(y)
+    labels = None if isinstance(y, NamedArrays) else _as_label_vector(y)  # several targets: no one label
     if labels is None:
+        what = ("are named arrays (several outputs)" if isinstance(y, NamedArrays)
+                else f"have shape {list(y.shape)} and dtype {y.dtype}")
         raise DataError(f"evaluation.stratify: stratified K-fold needs one integer class label "
-                        f"per sample; these targets have shape {list(y.shape)} and dtype "
-                        f"{y.dtype}; set `stratify: false`")
+                        f"per sample; these targets {what}; set `stratify: false`")
     classes, counts = np.unique(labels, return_counts=True)
     small = counts < k
     if small.any():
@@ -174,11 +175,16 @@ def _as_label_vector(y: np.ndarray) -> np.ndarray | None:
 _CLASSIFICATION_LOSS_WORDS = ("crossentropy", "hinge")
 
 
-def resolve_stratify(setting: Literal["auto"] | bool, y: np.ndarray, loss_name: str) -> bool:
+def resolve_stratify(setting: Literal["auto"] | bool, y: np.ndarray, loss_name: str | list[str]) -> bool:
     """``auto``: stratify when y holds integer labels and the loss is a classification one
-    (any cross-entropy or hinge loss, in snake_case or CamelCase)."""
+    (any cross-entropy or hinge loss, in snake_case or CamelCase); never for named targets
+    (several outputs: no one label to stratify on)."""
     if setting != "auto":
         return bool(setting)
+    if not isinstance(loss_name, str):
+        loss_name = loss_name[0] if len(loss_name) == 1 else ""
+    if isinstance(y, NamedArrays) or not loss_name:
+        return False
     loss = loss_name.lower().replace("_", "")
     is_classification = any(word in loss for word in _CLASSIFICATION_LOSS_WORDS)
     return is_classification and _as_label_vector(y) is not None

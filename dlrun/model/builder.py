@@ -50,6 +50,10 @@ def build_model(spec: SequentialModel, input_shape: tuple, name: str = "model", 
     """
     import keras
 
+    if getattr(spec, "type", "sequential") == "graph":  # named inputs, nodes, outputs: a functional model
+        from dlrun.model.graph import build_graph
+
+        return build_graph(spec, input_shape, name, input_dtype, context)
     context = context or BuildContext()
     shape = tuple(spec.input_shape) if spec.input_shape is not None else tuple(input_shape)
     model = keras.Sequential(name=_safe_model_name(name))
@@ -68,6 +72,8 @@ def build_model(spec: SequentialModel, input_shape: tuple, name: str = "model", 
 
 def _shape_text(model) -> str:
     try:
+        if len(model.outputs) > 1:
+            return ", ".join(f"{o.name.split('/')[0]} {tuple(o.shape)}" for o in model.outputs)
         return str(tuple(model.outputs[0].shape))
     except Exception:  # noqa: BLE001
         return "unknown"
@@ -89,7 +95,10 @@ def make_object(kind: str, spec: KerasObject) -> Any:
     module = {"optimizer": keras.optimizers, "loss": keras.losses, "metric": keras.metrics}[kind]
     try:
         if kind == "optimizer":
-            return keras.optimizers.get({"class_name": spec.name, "config": dict(spec.args)})
+            from dlrun.model.keras_args import optimizer_args  # a learning_rate schedule object
+
+            config = optimizer_args(dict(spec.args))
+            return keras.optimizers.get({"class_name": spec.name, "config": config})
         if not spec.args:
             return spec.name  # 'accuracy', 'mse', 'binary_crossentropy': compile resolves these
         cls = getattr(module, spec.name, None)
@@ -102,24 +111,40 @@ def make_object(kind: str, spec: KerasObject) -> Any:
 
 def compile_model(model, spec: CompileSpec) -> None:
     # Keyword arguments only: Keras 3's third positional argument is loss_weights.
-    model.compile(
-        optimizer=make_object("optimizer", spec.optimizer),
-        loss=make_object("loss", spec.loss),
-        metrics=[make_object("metric", m) for m in spec.metrics],
-    )
+    # Per-output losses and metrics are dicts keyed by the graph model's output names.
+    if isinstance(spec.loss, dict):
+        loss = {out: make_object("loss", value) for out, value in spec.loss.items()}
+    else:
+        loss = make_object("loss", spec.loss)
+    # A graph model's outputs by name (Keras keeps the dict it was built with).
+    outputs = getattr(model, "_outputs_struct", None)
+    outputs = list(outputs) if isinstance(outputs, dict) else []
+    if isinstance(spec.metrics, dict):
+        metrics = {out: [make_object("metric", m) for m in ms] for out, ms in spec.metrics.items()}
+    elif outputs and spec.metrics:  # one list for several outputs: Keras wants it per output
+        metrics = {out: [make_object("metric", m) for m in spec.metrics] for out in outputs}
+    else:
+        metrics = [make_object("metric", m) for m in spec.metrics]
+    weights = None
+    if spec.loss_weights:  # Keras needs one weight per loss: unnamed outputs weigh 1
+        weights = {out: 1.0 for out in (outputs or spec.loss_weights)} | dict(spec.loss_weights)
+    model.compile(optimizer=make_object("optimizer", spec.optimizer), loss=loss, metrics=metrics,
+                  loss_weights=weights)
 
 
 def check_data_fits(model, x, y) -> list[str]:
     """Run one tiny batch through the compiled model so a data/model mismatch is reported
     before any training starts, in the user's terms. Returns the names the model logs."""
-    sample = min(2, len(x))
+    from dlrun.data.dataset import rows, sample_shapes
+
+    sample = min(2, len(next(iter(x.values()))) if isinstance(x, dict) else len(x))
     try:
-        return list(model.test_on_batch(x[:sample], y[:sample], return_dict=True))
+        return list(model.test_on_batch(rows(x, slice(0, sample)), rows(y, slice(0, sample)), return_dict=True))
     except Exception as exc:  # noqa: BLE001
         out_shape = _shape_text(model)
         raise ModelBuildError(
-            f"the data does not fit the model: inputs {tuple(x.shape[1:])}, targets "
-            f"{tuple(getattr(y, 'shape', (len(y),))[1:])}, model output {out_shape} — "
+            f"the data does not fit the model: inputs {sample_shapes(x)}, targets "
+            f"{sample_shapes(y)}, model output {out_shape} — "
             f"{first_line(exc)}. Check the last layer's units, the loss and the preprocessing "
             f"(e.g. one_hot for categorical_crossentropy, none for sparse_categorical_crossentropy)."
         ) from exc

@@ -22,7 +22,14 @@ def _pretrained_embedding(args: dict, context, where: str):
     return make_pretrained_embedding(args, context, where)
 
 
+def _saved_model(args: dict, context, where: str):
+    from dlrun.model.saved_layer import make_saved_model_layer
+
+    return make_saved_model_layer(args, context, where)
+
+
 RECIPE_LAYERS: dict[str, Callable[[dict, Any, str], Any]] = {
     "Pretrained": _pretrained,
     "PretrainedEmbedding": _pretrained_embedding,
+    "SavedModel": _saved_model,
 }

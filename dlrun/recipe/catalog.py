@@ -11,6 +11,7 @@ from functools import cache
 from typing import Any, Iterator
 
 from dlrun.errors import did_you_mean
+from dlrun.recipe import graph_check
 from dlrun.recipe.safe_paths import callback_path_issues
 from dlrun.recipe.yaml_source import Path_
 
@@ -38,6 +39,11 @@ RECIPE_LAYERS = {
         "required": ["path"],
         "doc": "an Embedding initialized from a GloVe-format vector file for the vectorizer's vocabulary",
     },
+    "SavedModel": {
+        "args": ["path", "trainable", "name"],
+        "required": ["path"],
+        "doc": "a model saved earlier (another run's model.keras) used as a layer, frozen unless trainable",
+    },
 }
 # Keras classes a recipe may not name: they run Python code (a lambda, a loaded graph, a Jax/Torch
 # module) that YAML cannot carry safely. Custom code belongs in a `plugins:` module.
@@ -49,10 +55,6 @@ REFUSED = {
         "JaxLayer": f"JaxLayer wraps Python functions and is not allowed in a recipe; {_PLUGIN_HINT}",
         "FlaxLayer": f"FlaxLayer wraps a Python module and is not allowed in a recipe; {_PLUGIN_HINT}",
         "TorchModuleWrapper": f"TorchModuleWrapper wraps a Python module and is not allowed in a recipe; {_PLUGIN_HINT}",
-    },
-    "callback": {
-        "LearningRateScheduler": f"LearningRateScheduler needs a Python function; {_PLUGIN_HINT} "
-                                 f"(or use ReduceLROnPlateau, or a schedule as the optimizer's learning_rate)",
     },
 }
 # Arguments the book's Keras 2 code uses that Keras 3 removed.
@@ -113,6 +115,12 @@ def check_object(
         return
     entry = table[canonical]
     arg_path = path if isinstance(value, str) else path + (name,)
+    if kind == "callback" and canonical == "LearningRateScheduler":  # a named schedule, not Python code
+        from dlrun.training.schedules import schedule_problems  # plain Python, no TensorFlow
+
+        for where, problem in schedule_problems(args):
+            yield arg_path + where, problem, bool(where)
+        return
     if entry.get("compile_alias") and args:
         yield arg_path, (f"'{name}' lets Keras pick the variant that fits the loss and takes no arguments; "
                          f"to pass arguments name the class, e.g. SparseCategoricalAccuracy"), True
@@ -151,6 +159,9 @@ def _check_nested(owner: str, arg: str, value: Any, path: Path_, plugins: bool) 
                 yield path, (f"unknown keras.applications model '{value}'"
                              f"{did_you_mean(value, cat['applications'])}"), False
         return
+    if arg == "learning_rate" and isinstance(value, dict) and owner in cat["optimizers"]:
+        yield from check_object("learning-rate schedule", cat["schedules"], value, path, plugins=plugins)
+        return
     if arg in WRAPPED_LAYER_ARGS and isinstance(value, (str, dict)):
         yield from check_object("layer", cat["layers"], value, path, plugins=plugins)
         return
@@ -177,13 +188,22 @@ def check_recipe_objects(raw: dict) -> Iterator[tuple[Path_, str, bool]]:
     if isinstance(model, dict) and isinstance(model.get("layers"), list):
         for i, layer in enumerate(model["layers"]):
             yield from check_object("layer", layer_table(), layer, ("model", "layers", i), plugins=plugins)
+    for path, layer in graph_check.graph_layers(raw):
+        yield from check_object("layer", layer_table(), layer, path, plugins=plugins)
+    yield from graph_check.check_graph(raw, layer_table())
+    yield from graph_check.check_dict_data_transforms(raw)
     comp = raw.get("compile")
     if isinstance(comp, dict):
         if "optimizer" in comp:
             yield from check_object("optimizer", cat["optimizers"], comp["optimizer"], ("compile", "optimizer"),
                                     case_insensitive=True, plugins=plugins)
-        if "loss" in comp:
+        losses = list(graph_check.per_output(comp.get("loss"), "loss"))
+        for sub, loss in losses:  # one loss per output of a graph model
+            yield from check_object("loss", cat["losses"], loss, ("compile", "loss") + sub, plugins=plugins)
+        if "loss" in comp and not losses:
             yield from check_object("loss", cat["losses"], comp["loss"], ("compile", "loss"), plugins=plugins)
+        for sub, metric in graph_check.per_output(comp.get("metrics"), "metrics"):
+            yield from check_object("metric", cat["metrics"], metric, ("compile", "metrics") + sub, plugins=plugins)
         if isinstance(comp.get("metrics"), list):
             for i, metric in enumerate(comp["metrics"]):
                 yield from check_object("metric", cat["metrics"], metric, ("compile", "metrics", i), plugins=plugins)
@@ -198,3 +218,12 @@ def check_recipe_objects(raw: dict) -> Iterator[tuple[Path_, str, bool]]:
             parsed = _split_object(callback)
             for arg, problem in callback_path_issues(*parsed) if parsed else ():
                 yield ("fit", "callbacks", i, parsed[0], arg), problem, False
+            if parsed and parsed[0] == "LearningRateScheduler" and _scheduled_optimizer(comp):
+                yield (("fit", "callbacks", i, parsed[0]), "the optimizer's learning_rate is already a schedule "
+                       "(compile.optimizer): use one or the other", True)
+
+
+def _scheduled_optimizer(comp: Any) -> bool:
+    """compile.optimizer gives its learning_rate as a Keras schedule object."""
+    parsed = _split_object(comp.get("optimizer")) if isinstance(comp, dict) else None
+    return bool(parsed) and isinstance(parsed[1].get("learning_rate"), dict)

@@ -79,10 +79,11 @@ class NpzData(_DataBase):
 
     source: Literal["npz"]
     path: str
-    x: str = "x"
-    y: str = "y"
-    x_test: str | None = None
-    y_test: str | None = None
+    # A key, or a graph model's inputs/outputs mapped to keys: ``x: {text: x_text, question: x_q}``.
+    x: str | dict[str, str] = "x"
+    y: str | dict[str, str] = "y"
+    x_test: str | dict[str, str] | None = None
+    y_test: str | dict[str, str] | None = None
 
 
 class CsvData(_DataBase):
@@ -90,8 +91,9 @@ class CsvData(_DataBase):
 
     source: Literal["csv"]
     path: str
-    target: str | list[str]
-    features: list[str] | None = None
+    # Column groups by a graph model's output/input name: ``target: {age: age, income: [i1, i2]}``.
+    target: str | list[str] | dict[str, str | list[str]]
+    features: list[str] | dict[str, list[str]] | None = None
     delimiter: str = ","
 
 

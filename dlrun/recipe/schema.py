@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, model_serializer, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, model_serializer,
+                      model_validator)
 
 from dlrun.recipe.data_schema import (  # noqa: F401 - re-exported: the recipe schema in one place
     HoldoutPart,
@@ -31,6 +32,7 @@ from dlrun.recipe.data_schema import (  # noqa: F401 - re-exported: the recipe s
     STREAMED_SOURCES,
 )
 from dlrun.recipe.plugins import module_name
+from dlrun.recipe.search_schema import SearchSpec
 from dlrun.recipe.schema_base import Strict
 
 
@@ -72,6 +74,11 @@ class KerasObject(BaseModel):
     @model_serializer
     def _to_recipe_form(self) -> Any:
         return {self.name: dict(self.args)} if self.args else self.name
+
+
+from dlrun.recipe.graph_schema import GraphModel, bind_keras_object  # noqa: E402 - needs KerasObject
+
+bind_keras_object(KerasObject)
 
 
 # --------------------------------------------------------------------------- preprocessing
@@ -165,10 +172,28 @@ class SequentialModel(Strict):
     layers: list[KerasObject] = Field(min_length=1)
 
 
+def _loss_form(value: Any) -> str:
+    """One loss (``mse``, ``{Huber: {delta: 1}}``: a one-key mapping to arguments or null) or one
+    per output (``{age: mse, gender: {BinaryCrossentropy: {...}}}``)."""
+    if isinstance(value, dict) and (len(value) > 1 or any(isinstance(v, str) for v in value.values())):
+        return "per_output"
+    return "one"
+
+
 class CompileSpec(Strict):
+    """``loss``, ``loss_weights`` and ``metrics`` may be given per output of a graph model,
+    keyed by output name (``loss: {age: mse, gender: binary_crossentropy}``)."""
+
     optimizer: KerasObject = Field(default_factory=lambda: KerasObject.model_validate("rmsprop"))
-    loss: KerasObject
-    metrics: list[KerasObject] = Field(default_factory=list)
+    loss: Annotated[Union[Annotated[KerasObject, Tag("one")], Annotated[dict[str, KerasObject], Tag("per_output")]],
+                    Discriminator(_loss_form)]
+    loss_weights: dict[str, float] | None = None
+    metrics: list[KerasObject] | dict[str, list[KerasObject]] = Field(default_factory=list)
+
+    @property
+    def loss_names(self) -> list[str]:
+        """The loss name, or each output's (stratified K-fold asks whether they classify)."""
+        return [self.loss.name] if isinstance(self.loss, KerasObject) else [v.name for v in self.loss.values()]
 
 
 class FineTune(Strict):
@@ -262,6 +287,15 @@ class TrackingSpec(Strict):
 
 # --------------------------------------------------------------------------- the recipe
 
+
+def _model_type(value: Any) -> Any:
+    """``model.type``, ``sequential`` when left out."""
+    return value.get("type", "sequential") if isinstance(value, dict) else getattr(value, "type", None)
+
+
+_model_type.__name__ = "type"  # pydantic names the discriminator after the function in errors
+
+
 # An importable module name (``my_pkg.layers``): dotted identifiers, never a file path.
 PluginModule = Annotated[str, AfterValidator(module_name)]
 
@@ -279,11 +313,13 @@ class Recipe(Strict):
     )
     data: DataSpec
     preprocessing: list[TransformSpec] = Field(default_factory=list)
-    model: SequentialModel | None = None
+    model: Annotated[Union[Annotated[SequentialModel, Tag("sequential")], Annotated[GraphModel, Tag("graph")]],
+                     Discriminator(_model_type)] | None = None
     compile: CompileSpec | None = None
     fit: FitSpec = Field(default_factory=FitSpec)
     evaluation: EvaluationSpec = Field(default_factory=lambda: Holdout(protocol="holdout"))
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    search: SearchSpec | None = Field(default=None, exclude_if=lambda v: v is None)  # dlrun tune; trials set it null
 
     @model_validator(mode="after")
     def _consistent(self) -> "Recipe":
@@ -324,6 +360,6 @@ def _keras_objects(node: Any):
     elif isinstance(node, BaseModel):
         for name in type(node).model_fields:
             yield from _keras_objects(getattr(node, name))
-    elif isinstance(node, list):
-        for item in node:
+    elif isinstance(node, (list, dict)):  # dicts: graph nodes, shared layers, per-output losses
+        for item in (node.values() if isinstance(node, dict) else node):
             yield from _keras_objects(item)

@@ -19,8 +19,8 @@ def _unwrap(tp: Any) -> Any:
 
 
 def _union_members(tp: Any) -> list[Any]:
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        return [_unwrap(a) for a in typing.get_args(tp)]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):  # nested unions flattened (model | None)
+        return [m for a in typing.get_args(tp) for m in (_union_members(_unwrap(a)) or [_unwrap(a)])]
     return []
 
 
@@ -28,13 +28,13 @@ def _is_model(tp: Any) -> bool:
     return isinstance(tp, type) and issubclass(tp, BaseModel)
 
 
-def _tag_of(model: type[BaseModel], only: str | None = None) -> set[str]:
+def _tag_of(model: type[BaseModel], only: str | None = None, default_too: bool = False) -> set[str]:
     """The discriminator values a union member answers to (its required Literal fields' values)."""
     tags = set()
     for name, field in model.model_fields.items():
         if only and name != only:
             continue
-        if typing.get_origin(field.annotation) is typing.Literal and field.is_required():
+        if typing.get_origin(field.annotation) is typing.Literal and (field.is_required() or default_too):
             tags.update(str(v) for v in typing.get_args(field.annotation))
     return tags
 
@@ -51,6 +51,11 @@ def walk_loc(root: type[BaseModel], loc: tuple) -> tuple[Path_, Any]:
             chosen = next((m for m in members if _is_model(m) and str(part) in _tag_of(m)), None)
             if chosen is None:  # a plain union label such as 'int' or "literal['none']"
                 chosen = next((m for m in members if _is_model(m) and part in m.model_fields), None)
+                # a callable discriminator's tag for a member whose kind has a default (model: sequential)
+                tagged = next((m for m in members if _is_model(m) and str(part) in _tag_of(m, default_too=True)), None)
+                if chosen is None and tagged is not None:
+                    tp = tagged
+                    continue
                 if chosen is None:
                     tp = None
                     continue
@@ -109,8 +114,8 @@ def _issue(err: dict, root: type[BaseModel]) -> tuple[Path_, str, bool, str]:
         return path[:-1], f"missing required key '{path[-1]}'", False, kind
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         path, union = walk_loc(root, loc)
-        field = str(ctx.get("discriminator", "")).strip("'")
-        expected = sorted({t for m in _union_members(union) if _is_model(m) for t in _tag_of(m, field)})
+        field = str(ctx.get("discriminator", "")).strip("'").removesuffix("()")  # "type()": a callable's
+        expected = sorted({t for m in _union_members(union) if _is_model(m) for t in _tag_of(m, field, True)})
         if kind == "union_tag_invalid":
             tag = str(ctx.get("tag"))
             message = f"unknown {field} '{tag}'{did_you_mean(tag, expected)} (one of: {', '.join(expected)})"

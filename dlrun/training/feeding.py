@@ -18,8 +18,8 @@ def seeded_epochs(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, firs
     """``(dataset, steps_per_epoch)`` for ``fit(initial_epoch=first_epoch, epochs=last_epoch)``."""
     import tensorflow as tf
 
-    n = len(x)
-    xs, ys = tf.constant(x), tf.constant(y)
+    n = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+    xs, ys = tf.nest.map_structure(tf.constant, x), tf.nest.map_structure(tf.constant, y)  # dicts: named
 
     def order(epoch):
         return np.random.default_rng([seed, int(epoch)]).permutation(n).astype(np.int64)
@@ -31,6 +31,6 @@ def seeded_epochs(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, firs
 
     dataset = (tf.data.Dataset.range(first_epoch, last_epoch)
                .flat_map(epoch_batches)
-               .map(lambda rows: (tf.gather(xs, rows), tf.gather(ys, rows)))
+               .map(lambda rows: tf.nest.map_structure(lambda a: tf.gather(a, rows), (xs, ys)))
                .prefetch(2))
     return dataset, math.ceil(n / batch_size)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from dlrun.data.dataset import Dataset, StreamedDataset
+from dlrun.data.dataset import Dataset, StreamedDataset, plain, rows
 from dlrun.data.splits import Split
 from dlrun.data.transforms import FittedPipeline, fit_pipeline
 from dlrun.recipe.schema import Recipe
@@ -55,7 +55,7 @@ class JobData:
             x, y = next(iter(self.train.take(1)))
             return np.asarray(x)[:8], np.asarray(y)[:8]
         x, y = self.train
-        return x[:8], y[:8]
+        return rows(x, slice(0, 8)), rows(y, slice(0, 8))  # dicts of arrays for a graph model's names
 
 
 def _evaluate(model, part, batch_size: int, prefix: str, callbacks: list) -> dict[str, float]:
@@ -101,7 +101,7 @@ def _preflight_data(recipe: Recipe, ds: Dataset | StreamedDataset, split: Split 
     else:
         x_train, y_train = ds.x_train[split.train], ds.y_train[split.train]
         pipeline = fit_pipeline(recipe.preprocessing, x_train, y_train)
-        data = JobData(pipeline.apply(x_train[:8], y_train[:8]))
+        data = JobData(plain(pipeline.apply(x_train[:8], y_train[:8])))
         # Feature transforms are tried on a few rows (they can be large: multi_hot), label
         # transforms on every validation and test label (a class the training part never saw).
         if split.validation is not None:
@@ -140,6 +140,17 @@ def _compiled_model(recipe: Recipe, x, context):
     the facts its recipe layers reported (GloVe coverage, a pretrained base…)."""
     from dlrun.model.builder import build_model, compile_model
 
+    if isinstance(x, dict):  # a graph model's inputs by name
+        shapes, dtypes = {k: np.shape(v)[1:] for k, v in x.items()}, {k: _input_dtype(v) for k, v in x.items()}
+    else:
+        shapes, dtypes = np.shape(x)[1:], _input_dtype(x)
+    model = build_model(recipe.model, shapes, name=recipe.name, input_dtype=dtypes, context=context)
+    compile_model(model, recipe.compile)
+    return model, context.facts
+
+
+def _input_dtype(x) -> str:
+    """The Keras input dtype for data like ``x``: integer inputs stay integers."""
     x = np.asarray(x)
     if x.dtype == object and len(x) and not isinstance(x.flat[0], str):
         from dlrun.errors import DataError
@@ -147,14 +158,10 @@ def _compiled_model(recipe: Recipe, x, context):
         raise DataError("the model's inputs are variable-length sequences: make them one length first "
                         "(a pad_sequences step, or text_vectorization's output_sequence_length)")
     if np.issubdtype(x.dtype, np.integer):
-        dtype = "int32"
-    elif x.dtype == object or x.dtype.kind in "SU":
-        dtype = "string"
-    else:
-        dtype = "float32"
-    model = build_model(recipe.model, x.shape[1:], name=recipe.name, input_dtype=dtype, context=context)
-    compile_model(model, recipe.compile)
-    return model, context.facts
+        return "int32"
+    if x.dtype == object or x.dtype.kind in "SU":
+        return "string"
+    return "float32"
 
 
 def _start_fine_tuning(model, recipe: Recipe) -> dict:
@@ -182,13 +189,14 @@ def _streamed_parts(ds: StreamedDataset, recipe: Recipe, evaluate_test: bool) ->
 
 
 def _array_parts(ds: Dataset, split: Split, pipeline: FittedPipeline, evaluate_test: bool) -> JobData:
-    train = pipeline.apply(ds.x_train[split.train], ds.y_train[split.train])
+    # Named arrays (a graph model's inputs/outputs) reach Keras as dicts.
+    train = plain(pipeline.apply(ds.x_train[split.train], ds.y_train[split.train]))
     validation = None
     if split.validation is not None:
-        validation = pipeline.apply(ds.x_train[split.validation], ds.y_train[split.validation])
+        validation = plain(pipeline.apply(ds.x_train[split.validation], ds.y_train[split.validation]))
     test = None
     if evaluate_test and ds.x_test is not None:
-        test = pipeline.apply(ds.x_test, ds.y_test)
+        test = plain(pipeline.apply(ds.x_test, ds.y_test))
     return JobData(train, validation, test, fitted=pipeline.state())
 
 
@@ -197,6 +205,7 @@ def run_job(
     pipeline: FittedPipeline | None = None,
 ) -> JobResult:
     from dlrun.model.builder import check_data_fits
+    from dlrun.model.plot import save_model_picture
     from dlrun.track.plots import plot_history
     from dlrun.training.fitting import train_stages
     from dlrun.training.interrupts import pending, safe_points, safe_stop_callback
@@ -216,6 +225,7 @@ def run_job(
     if not preflighted:
         check_data_fits(model, x_few, y_few)
     _record_model_facts(ctx, facts)
+    save_model_picture(model, run_dir.file("model.png"), ctx.reporter.note)  # skipped, noted, without graphviz
 
     epochs = epochs or recipe.fit.epochs
     fine_tune = recipe.fit.fine_tune

@@ -31,7 +31,8 @@ def monitor_mode(recipe: Recipe, monitor: str) -> str:
     if name != "loss":
         import keras
 
-        for spec in recipe.compile.metrics:
+        metrics = recipe.compile.metrics  # per output (a graph model's): {output: [metrics]}
+        for spec in [m for ms in metrics.values() for m in ms] if isinstance(metrics, dict) else metrics:
             if name in (spec.name, spec.args.get("name")):
                 try:
                     direction = getattr(keras.metrics.get(spec.name), "_direction", None)
@@ -137,7 +138,7 @@ def run_holdout(ctx: ProtocolContext) -> dict[str, float]:
 
 def plan_kfold(recipe: Recipe, dataset) -> list[Split]:
     spec = recipe.evaluation
-    stratify = resolve_stratify(spec.stratify, dataset.y_train, recipe.compile.loss.name)
+    stratify = resolve_stratify(spec.stratify, dataset.y_train, recipe.compile.loss_names)
     return kfold_splits(dataset.y_train, spec.k, spec.shuffle, stratify, recipe.seed, spec.repeats)
 
 
@@ -177,7 +178,7 @@ def run_kfold(ctx: ProtocolContext) -> dict[str, float]:
     recipe, spec = ctx.recipe, ctx.recipe.evaluation
     ctx.run_dir.write_json("splits.json", _split_record(ctx.splits, ctx.dataset))
     if ctx.tracked is not None:
-        stratified = resolve_stratify(spec.stratify, ctx.dataset.y_train, recipe.compile.loss.name)
+        stratified = resolve_stratify(spec.stratify, ctx.dataset.y_train, recipe.compile.loss_names)
         ctx.tracked.set_tags({"dlrun.folds": str(len(ctx.splits)), "dlrun.stratified": str(stratified).lower()})
 
     results: list[JobResult] = []
@@ -259,7 +260,7 @@ def _run_fold(ctx: ProtocolContext, split: Split) -> JobResult:
         _end(child, fold_dir, "KILLED", "interrupted")
         raise
     except BaseException as exc:
-        _end(child, fold_dir, "FAILED", f"{type(exc).__name__}: {exc}")
+        _end(child, fold_dir, getattr(exc, "run_status", "FAILED"), f"{type(exc).__name__}: {exc}")
         raise
     if child is not None:
         child.end("FINISHED")
