@@ -74,3 +74,25 @@ def _nested(key: str, value: Any, where: str, plugins: tuple[str, ...] = ()) -> 
         return module.get({"class_name": name, "config": args})
     except Exception as exc:  # noqa: BLE001
         raise ModelBuildError(f"{where}: {first_line(exc)}") from exc
+
+
+def optimizer_args(args: dict) -> dict:
+    """An optimizer's arguments, a ``learning_rate`` written as a Keras schedule
+    (``{ExponentialDecay: {initial_learning_rate: 0.01, decay_steps: 100, decay_rate: 0.9}}``)
+    made into that ``keras.optimizers.schedules`` object. Errors name the argument; the
+    caller adds where it is."""
+    import keras
+
+    from dlrun.model.builder import first_line
+
+    parsed = _split(args.get("learning_rate"))
+    if parsed is None or isinstance(args["learning_rate"], str):
+        return args
+    name, schedule_args = parsed
+    cls = getattr(keras.optimizers.schedules, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, keras.optimizers.schedules.LearningRateSchedule)):
+        raise ModelBuildError(f"learning_rate: unknown learning-rate schedule '{name}'")
+    try:
+        return {**args, "learning_rate": cls(**schedule_args)}
+    except Exception as exc:  # noqa: BLE001
+        raise ModelBuildError(f"learning_rate ({name}): {first_line(exc)}") from exc

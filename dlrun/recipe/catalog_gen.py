@@ -20,7 +20,7 @@ _LAYER_KWARGS = ["input_dim", "input_shape"]
 _COMPILE_METRIC_STRINGS = ["accuracy", "acc", "crossentropy", "ce"]
 _SKIP = {"Layer", "Loss", "Metric", "Optimizer", "Callback", "CallbackList", "History",
          "ProgbarLogger", "LambdaCallback", "Wrapper", "InputSpec", "LossScaleOptimizer",
-         "MultiOptimizer", "OptimizerMap"}
+         "MultiOptimizer", "OptimizerMap", "LearningRateSchedule"}
 
 
 def _parameters(cls: type) -> tuple[list[str], list[str], bool]:
@@ -106,6 +106,8 @@ def build_catalog() -> dict:
         "losses": named_objects(LOSSES, keras.losses.Loss),
         "metrics": metrics,
         "callbacks": _classes(keras.callbacks, keras.callbacks.Callback),
+        # An optimizer's learning_rate may be one of these (ExponentialDecay, CosineDecay…).
+        "schedules": _classes(keras.optimizers.schedules, keras.optimizers.schedules.LearningRateSchedule),
         "activations": sorted(ACTIVATIONS),
     }
 

@@ -25,10 +25,12 @@ _MONITORING = {"EarlyStopping", "ModelCheckpoint", "ReduceLROnPlateau"}
 
 
 def build_callbacks(
-    specs: list[KerasObject], run_dir: Path, *, has_validation: bool = True, note=lambda text: None
+    specs: list[KerasObject], run_dir: Path, *, has_validation: bool = True, note=lambda text: None, model=None
 ) -> list:
     """Instantiate the recipe's callbacks; output paths default to, and stay inside, the run dir.
-    Without validation data (a refit on all data), callbacks watching a val_ metric are left out."""
+    Without validation data (a refit on all data), callbacks watching a val_ metric are left out.
+    ``model``: the compiled model, before any checkpoint is restored into it (a named
+    learning-rate schedule starts from its optimizer's rate)."""
     import keras
 
     from dlrun.model import plugins
@@ -53,6 +55,9 @@ def build_callbacks(
                 raise ModelBuildError(f"{where}: {key} must stay inside the run directory ({problem or 'it leads out'})")
             target.parent.mkdir(parents=True, exist_ok=True)
             args[key] = str(target)
+        if spec.name == "LearningRateScheduler":  # a named schedule (dlrun.training.schedules)
+            callbacks.append(_scheduler(args, model, where))
+            continue
         cls = getattr(keras.callbacks, spec.name, None)
         if cls is None:  # a custom callback, from the recipe's plugins
             callbacks.append(plugins.make("callback", spec.name, args, spec.plugins, where))
@@ -61,7 +66,46 @@ def build_callbacks(
             callbacks.append(cls(**args))
         except Exception as exc:  # noqa: BLE001
             raise ModelBuildError(f"{where}: {exc}") from exc
+    for callback in callbacks:
+        _whole_epochs_only(callback)
     return callbacks
+
+
+def _whole_epochs_only(callback) -> None:
+    """An epoch cut short by Ctrl-C/SIGTERM is trained again on --resume: the callback must not
+    act on it (a TensorBoard step logged twice, a 'best' .keras saved from half an epoch, a CSV
+    row too many, patience spent)."""
+    from dlrun.training.interrupts import pending
+
+    whole_epoch = callback.on_epoch_end
+
+    def on_epoch_end(epoch, logs=None):
+        if not pending():
+            whole_epoch(epoch, logs)
+
+    callback.on_epoch_end = on_epoch_end
+
+
+def _scheduler(args: dict, model, where: str):
+    """Keras' LearningRateScheduler with a function dlrun builds from the schedule's name."""
+    import keras
+
+    from dlrun.training.schedules import BASE_ARG, keras_args, learning_rate_function, schedule_problems
+
+    problems = schedule_problems(args)
+    if problems:  # the recipe validator reports these first, located
+        raise ModelBuildError(f"{where}: {problems[0][1]}")
+    optimizer = getattr(model, "optimizer", None)
+    if isinstance(getattr(optimizer, "_learning_rate", None), keras.optimizers.schedules.LearningRateSchedule):
+        raise ModelBuildError(f"{where}: the optimizer's learning_rate is already a schedule; use one or the other")
+    if BASE_ARG in args:
+        base = float(args[BASE_ARG])
+    elif optimizer is not None:  # read before a resumed run's checkpoint changes it
+        base = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+    else:
+        raise ModelBuildError(f"{where}: give the schedule an {BASE_ARG}")
+    rate = learning_rate_function(args, base)
+    return keras.callbacks.LearningRateScheduler(lambda epoch, current: rate(epoch), **keras_args(args))
 
 
 def nonfinite_guard():
@@ -72,6 +116,10 @@ def nonfinite_guard():
 
     class StopOnNonFiniteLoss(keras.callbacks.Callback):
         tripped: tuple[int, int, float] | None = None
+        # Keras may then run the batch-end check on its worker thread instead of stopping the
+        # loop at every batch (≈13 % of a small model's epoch); it only sets flags, and Keras
+        # waits for these checks before the epoch ends.
+        async_safe = True
 
         def on_epoch_begin(self, epoch, logs=None):
             self._epoch = epoch + 1

@@ -21,7 +21,7 @@ def train_stages(ctx, model, data, job: str, epochs: int, stop) -> dict[str, lis
     recipe = ctx.recipe
     # One set for both stages: a checkpoint keeps its best value, a CSV log its rows.
     own = build_callbacks(recipe.fit.callbacks, ctx.run_dir.path, has_validation=data.validation is not None,
-                          note=ctx.reporter.note)
+                          note=ctx.reporter.note, model=model)
     fine_tune = recipe.fit.fine_tune
     total = epochs + (fine_tune.epochs if fine_tune else 0)
     checkpoint = load_checkpoint(ctx.run_dir.path) if ctx.resume else None
