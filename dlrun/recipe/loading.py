@@ -218,6 +218,10 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = (), *, require_data
             for p, msg, at_key in pydantic_issues(exc, Recipe)
             if format_path(p) not in flagged
         ]
+    if recipe is not None and recipe.search is not None:  # every searched path and value fits the recipe
+        from dlrun.recipe.search_schema import search_issues
+
+        issues += [_issue(source, p, msg, at_key) for p, msg, at_key in search_issues(raw, recipe)]
     missing = list(_path_issues(recipe, path.parent, source)) if recipe is not None else []
     if require_data:
         issues += missing

@@ -49,9 +49,11 @@ def run_recipe(
     reporter=None,
     command: list[str] | None = None,
     resume=None,
+    tags: dict[str, str] | None = None,
 ) -> RunSummary:
     """Run ``loaded``; with ``resume`` (a :class:`dlrun.training.resume.ResumeTarget`) continue
-    that run in its own directory and MLflow run, from its jobs' checkpoints."""
+    that run in its own directory and MLflow run, from its jobs' checkpoints. ``tags`` go on a new
+    MLflow run (``mlflow.parentRunId`` nests it: ``dlrun tune``'s trials)."""
     from dlrun.data.dataset import StreamedDataset
     from dlrun.data.sources import load_data
     from dlrun.data.splits import apply_test_split
@@ -90,7 +92,8 @@ def run_recipe(
         try:
             if resume is None:
                 _describe_run(run_dir, loaded, dataset, command)
-                tracker, tracked = _start_tracking(loaded, output_root, experiment, tracking_uri, run_dir, reporter.note)
+                tracker, tracked = _start_tracking(loaded, output_root, experiment, tracking_uri, run_dir, reporter.note,
+                                                   tags)
             else:
                 _describe_resume(run_dir, loaded, resume, command)
                 tracker, tracked = _resume_tracking(resume, output_root, experiment, tracking_uri, run_dir, reporter.note)
@@ -108,7 +111,8 @@ def run_recipe(
             reporter.close()
             raise RunInterrupted(summary, _signal_name(exc)) from None
         except BaseException as exc:
-            _finish(summary, run_dir, tracked, "FAILED", f"{type(exc).__name__}: {exc}")
+            # An exception may say how its run ends (a pruned tuning trial: KILLED, not a crash).
+            _finish(summary, run_dir, tracked, getattr(exc, "run_status", "FAILED"), f"{type(exc).__name__}: {exc}")
             reporter.close()
             exc.run_summary = summary  # lets the CLI's --json say which run failed
             raise
@@ -168,7 +172,8 @@ def _resume_tracking(resume, output_root: Path, experiment: str, tracking_uri, r
     return tracker, tracker.reopen_run(resume.status.get("mlflow_run_id"))
 
 
-def _start_tracking(loaded: LoadedRecipe, output_root: Path, experiment: str, tracking_uri, run_dir, note=None):
+def _start_tracking(loaded: LoadedRecipe, output_root: Path, experiment: str, tracking_uri, run_dir, note=None,
+                    extra_tags=None):
     from dlrun.track.mlflow_store import Tracker, flatten_params, offline_notice
 
     recipe = loaded.recipe
@@ -181,6 +186,7 @@ def _start_tracking(loaded: LoadedRecipe, output_root: Path, experiment: str, tr
         "dlrun.protocol": recipe.evaluation.protocol,
         "dlrun.run_dir": str(run_dir.path),
         **recipe.tracking.tags,
+        **(extra_tags or {}),
     }
     # MLflow would pick a random name from Python's random module, which the run seed fixes.
     run_name = recipe.tracking.run_name or f"{recipe.name}-{run_dir.path.name.rsplit('-', 1)[-1]}"

@@ -1,0 +1,71 @@
+"""The best trial as a recipe file ``dlrun train`` runs as is, and the table of trials."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def best_recipe(loaded, values: dict) -> dict:
+    """The base recipe with the best values applied and no ``search`` section (the protocol is
+    the recipe's own, not the K-fold used to score trials); a relative data path made
+    absolute, since the file is written elsewhere."""
+    from dlrun.recipe.loading import load_recipe
+    from dlrun.recipe.search_schema import set_text
+
+    sets = [*loaded.overrides, "search=null", *(set_text(k, v) for k, v in values.items())]
+    resolved = dict(load_recipe(loaded.path, sets).resolved)
+    resolved.pop("search", None)
+    data = resolved.get("data") or {}
+    if isinstance(data.get("path"), str):
+        resolved["data"] = {**data, "path": str((loaded.base_dir / Path(data["path"]).expanduser()).resolve())}
+    return resolved
+
+
+def write_best_recipe(loaded, trial, study: str, spec, output: Path | None, output_root: Path) -> Path:
+    import yaml
+
+    from dlrun.recipe.loading import load_recipe
+
+    recipe = best_recipe(loaded, dict(trial.params))
+    path = Path(output) if output else Path(output_root) / "tuning" / f"{loaded.recipe.name}-best.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    values = "\n".join(f"#   {k}: {v!r}" for k, v in trial.params.items())
+    header = (f"# Best trial {trial.number} of study {study}: {spec.objective.metric} = {trial.value:.6g} "
+              f"({spec.objective.resolved_direction}).\n# Tuned from {loaded.path} with:\n{values}\n"
+              f"#   dlrun train {path.name}\n")
+    path.write_text(header + yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    load_recipe(path)  # what is written must load as is
+    return path.resolve()
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "—" if value is None else str(value)
+
+
+def print_trials(result, *, tty: bool) -> None:
+    """The trials (number, state, value, seconds, params), the best marked."""
+    keys = sorted({k for t in result.trials for k in t["params"]})
+    if tty:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"study {result.study} — {result.metric} ({result.direction})")
+        for col in ("trial", "state", result.metric, "s", *keys):
+            table.add_column(col, justify="right" if col not in ("state",) else "left")
+        for t in result.trials:
+            mark = " ★" if t["number"] == result.best_trial else ""
+            table.add_row(f"{t['number']}{mark}", t["state"], _fmt(t["value"]), _fmt(t["seconds"]),
+                          *(_fmt(t["params"].get(k)) for k in keys))
+        Console().print(table)
+    else:
+        print(f"trial state {result.metric} seconds " + " ".join(keys))
+        for t in result.trials:
+            mark = "*" if t["number"] == result.best_trial else ""
+            print(" ".join([f"{t['number']}{mark}", t["state"], _fmt(t["value"]), _fmt(t["seconds"]),
+                            *(_fmt(t["params"].get(k)) for k in keys)]))
+    if result.best_recipe:
+        print(f"best: trial {result.best_trial} {result.metric}={_fmt(result.best_value)} → {result.best_recipe}")
+        print(f"  dlrun train {result.best_recipe}")
