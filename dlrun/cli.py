@@ -187,6 +187,44 @@ def kfold(
 
 
 @app.command()
+def tune(
+    recipe: Path = typer.Argument(..., help="Recipe YAML file with a 'search:' section."),
+    trials: Optional[int] = typer.Option(None, "--trials", min=1, help="Trials in the study in all (default: the "
+                                                                      "recipe's budget); a re-run resumes up to it."),
+    minutes: Optional[float] = typer.Option(None, "--minutes", min=0.01, help="Stop starting trials after this."),
+    output: Optional[Path] = typer.Option(None, "--output", help="Where the best recipe goes (default: "
+                                                                "<output-root>/tuning/<recipe>-best.yaml)."),
+    set_: Optional[List[str]] = SetOption,
+    output_root: Path = OutputOption,
+    tracking_uri: Optional[str] = TrackingOption,
+    seed: Optional[int] = SeedOption,
+    json_out: bool = JsonOption,
+    quiet: bool = QuietOption,
+    debug: bool = DebugOption,
+) -> None:
+    """Search hyperparameters (Optuna): one nested MLflow run per trial; writes the best trial's recipe."""
+    from dlrun.training.interrupts import install
+
+    install()
+    with _user_errors(debug, json_out):
+        loaded = _load(recipe, [*(set_ or []), *_seed_override(seed)])
+        from dlrun.report import make_reporter
+        from dlrun.tuning.best import print_trials
+        from dlrun.tuning.tune import tune as run_tune
+
+        reporter = make_reporter(quiet=quiet, json_mode=json_out)
+        try:
+            result = run_tune(loaded, output_root=output_root, tracking_uri=tracking_uri, reporter=reporter,
+                              trials=trials, minutes=minutes, output=output)
+        finally:
+            reporter.close()
+        if json_out:
+            print(json_dumps({"status": "OK", **result.to_dict()}), flush=True)
+        elif not quiet:
+            print_trials(result, tty=sys.stdout.isatty())
+
+
+@app.command()
 def validate(
     recipes: List[Path] = typer.Argument(..., help="Recipe YAML files."),
     set_: Optional[List[str]] = SetOption,
@@ -316,6 +354,36 @@ def sync(
                   flush=True)
     if code:
         raise typer.Exit(code)
+
+
+@app.command()
+def ensemble(
+    runs: List[str] = typer.Argument(..., help="A K-fold run (its fold models are the members), or several runs "
+                                               "of the same data (each one's final model): run directories, run "
+                                               "ids, recipe files or names."),
+    weights: Optional[str] = typer.Option(None, "--weights", metavar="W1,W2,…",
+                                          help="One weight per member, in order (normalized)."),
+    fit_weights: bool = typer.Option(False, "--fit-weights",
+                                     help="Fit the weights on validation data (never on the test split)."),
+    output_root: Path = OutputOption,
+    tracking_uri: Optional[str] = TrackingOption,
+    track: bool = typer.Option(True, "--track/--no-track", help="Also record the ensemble as an MLflow run."),
+    json_out: bool = JsonOption,
+    quiet: bool = QuietOption,
+    debug: bool = DebugOption,
+) -> None:
+    """Average trained models' test predictions and score the ensemble next to each member (book 7.3.3)."""
+    with _user_errors(debug, json_out):
+        from dlrun.ensembling.core import ensemble as run_ensemble
+        from dlrun.ensembling.table import print_table as print_ensemble
+
+        result = run_ensemble(runs, weights=weights, fit_weights=fit_weights, output_root=output_root,
+                              tracking_uri=tracking_uri, track=track)
+        if json_out:
+            print(json_dumps({"status": "OK", **result.to_dict()}), flush=True)
+        elif not quiet:
+            print_ensemble(result, tty=sys.stdout.isatty())
+            print(f"recorded: {result.ensemble_dir}")
 
 
 def main() -> None:
