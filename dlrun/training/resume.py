@@ -84,6 +84,8 @@ def prepare_resume(run: str, output_root: Path, recipe: Path | None, overrides: 
         if not recipe.is_file():
             raise ResumeError(f"the run's recipe {recipe} is gone: give the recipe, dlrun train RECIPE --resume {run}")
     loaded = load_recipe(recipe, [*status.get("overrides", []), *overrides])
+    if not loaded.recipe.fit.checkpoint:
+        raise ResumeError(f"run {run_dir} saved no training state (fit.checkpoint: false): train it again instead")
     before = yaml.safe_load((run_dir / "recipe.yaml").read_text())
     diff = recipe_diff(before, loaded.resolved)
     if diff and not force:
