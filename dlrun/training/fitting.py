@@ -10,13 +10,12 @@ from typing import Any
 from dlrun.errors import TrainingDiverged
 
 
-def train_stages(ctx, model, data, job: str, epochs: int, stop) -> dict[str, list]:
+def train_stages(ctx, model, data, job: str, epochs: int, stop, checkpoint=None) -> dict[str, list]:
     """Train ``model`` for ``epochs`` (and the fine-tuning stage); return the history of the
-    epochs trained now, after those restored from a checkpoint when ``ctx.resume``."""
+    epochs trained now, after those restored from ``checkpoint`` (a resumed job's)."""
     from dlrun.training.callbacks import build_callbacks
-    from dlrun.training.checkpoints import load_checkpoint, restore_model
+    from dlrun.training.checkpoints import restore_model
     from dlrun.training.interrupts import pending
-    from dlrun.training.job import _record_model_facts, _start_fine_tuning
 
     recipe = ctx.recipe
     # One set for both stages: a checkpoint keeps its best value, a CSV log its rows.
@@ -24,11 +23,10 @@ def train_stages(ctx, model, data, job: str, epochs: int, stop) -> dict[str, lis
                           note=ctx.reporter.note, model=model)
     fine_tune = recipe.fit.fine_tune
     total = epochs + (fine_tune.epochs if fine_tune else 0)
-    checkpoint = load_checkpoint(ctx.run_dir.path) if ctx.resume else None
     stage, start, end = 1, 0, epochs
     if checkpoint is not None:
         if checkpoint.stage == 2:  # the fine-tuning stage's layers and optimizer, then its state
-            _record_model_facts(ctx, _start_fine_tuning(model, recipe))
+            record_model_facts(ctx, start_fine_tuning(model, recipe))
         restore_model(model, checkpoint)
         stage, start = checkpoint.stage, checkpoint.epoch
         # The recipe decides where a stage ends (a forced resume may have changed its epochs).
@@ -43,7 +41,7 @@ def train_stages(ctx, model, data, job: str, epochs: int, stop) -> dict[str, lis
         if fine_tune is None or pending():
             return history
         done = start + len(next(iter(history.values()), []))  # stage one may have stopped early
-        _record_model_facts(ctx, _start_fine_tuning(model, recipe))
+        record_model_facts(ctx, start_fine_tuning(model, recipe))
         ctx.reporter.note(f"fine-tuning {fine_tune.layer} from {fine_tune.unfreeze_from} on for "
                           f"{fine_tune.epochs} epochs")
         stage, start, end = 2, done, done + fine_tune.epochs
@@ -54,6 +52,31 @@ def train_stages(ctx, model, data, job: str, epochs: int, stop) -> dict[str, lis
             save_checkpoint(ctx.run_dir.path, model, start, 2, end, own, fine_tune.epochs)
     more = _fit(ctx, model, data, job, own, (start, end, total, 2), stop, checkpoint)
     return {k: history.get(k, []) + more.get(k, []) for k in {*history, *more}}
+
+
+def start_fine_tuning(model, recipe) -> dict:
+    """Unfreeze the named base from the named layer on and recompile with the fine-tune optimizer."""
+    from dlrun.model.builder import compile_model
+    from dlrun.model.finetune import unfreeze
+
+    spec = recipe.fit.fine_tune
+    facts = unfreeze(model, spec)
+    compile_model(model, recipe.compile.model_copy(update={"optimizer": spec.optimizer}))
+    return facts
+
+
+def record_model_facts(ctx, facts: dict) -> None:
+    """What recipe layers found (GloVe coverage, a base's trainable layers): run dir, MLflow, a note."""
+    if not facts:
+        return
+    ctx.run_dir.write_json("model_facts.json", {**_read_facts(ctx.run_dir), **facts})
+    if ctx.tracked is not None:
+        ctx.tracked.set_tags({f"dlrun.model.{k}": str(v) for k, v in facts.items()})
+    ctx.reporter.note("model: " + ", ".join(f"{k} {v}" for k, v in facts.items()))
+
+
+def _read_facts(run_dir) -> dict:
+    return run_dir.read_json("model_facts.json") if run_dir.file("model_facts.json").exists() else {}
 
 
 def _append_logs(callbacks: list) -> None:

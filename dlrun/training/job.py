@@ -15,6 +15,7 @@ from dlrun.data.dataset import Dataset, StreamedDataset, plain, rows
 from dlrun.data.splits import Split
 from dlrun.data.transforms import FittedPipeline, fit_pipeline
 from dlrun.recipe.schema import Recipe
+from dlrun.training.fitting import record_model_facts, start_fine_tuning
 
 
 @dataclass
@@ -79,7 +80,7 @@ def preflight(recipe: Recipe, ds: Dataset | StreamedDataset, split: Split, base_
     model, _ = _compiled_model(recipe, x_few, _build_context(pipeline, base_dir))
     names = check_data_fits(model, x_few, y_few)
     if recipe.fit.fine_tune is not None:
-        _start_fine_tuning(model, recipe)  # the named layers exist, the optimizer builds
+        start_fine_tuning(model, recipe)  # the named layers exist, the optimizer builds
     del model
     keras.backend.clear_session(free_memory=False)  # fresh layer names; skip the slow full GC
     keras.utils.set_random_seed(recipe.seed)  # …and from the seeded initial weights
@@ -164,17 +165,6 @@ def _input_dtype(x) -> str:
     return "float32"
 
 
-def _start_fine_tuning(model, recipe: Recipe) -> dict:
-    """Unfreeze the named base from the named layer on and recompile with the fine-tune optimizer."""
-    from dlrun.model.builder import compile_model
-    from dlrun.model.finetune import unfreeze
-
-    spec = recipe.fit.fine_tune
-    facts = unfreeze(model, spec)
-    compile_model(model, recipe.compile.model_copy(update={"optimizer": spec.optimizer}))
-    return facts
-
-
 def _streamed_parts(ds: StreamedDataset, recipe: Recipe, evaluate_test: bool) -> JobData:
     train = ds.train()
     if recipe.fit.steps_per_epoch:
@@ -224,22 +214,24 @@ def run_job(
     model, facts = _compiled_model(recipe, x_few, _build_context(pipeline, ctx.base_dir))
     if not preflighted:
         check_data_fits(model, x_few, y_few)
-    _record_model_facts(ctx, facts)
+    record_model_facts(ctx, facts)
     save_model_picture(model, run_dir.file("model.png"), ctx.reporter.note)  # skipped, noted, without graphviz
 
     epochs = epochs or recipe.fit.epochs
     fine_tune = recipe.fit.fine_tune
     ctx.reporter.job_started(split.name, epochs + (fine_tune.epochs if fine_tune else 0))
-    earlier = {}
+    earlier, checkpoint = {}, None
     if ctx.resume:  # the epochs before the checkpoint stay; MLflow gets any it missed
+        from dlrun.training.checkpoints import load_checkpoint
         from dlrun.training.resume import relog_missing_epochs
 
-        earlier = run_dir.truncate_history(_checkpoint_epoch(ctx))
+        checkpoint = load_checkpoint(run_dir.path)
+        earlier = run_dir.truncate_history(checkpoint.epoch if checkpoint is not None else 0)
         relog_missing_epochs(ctx.tracked, earlier)
     stop = safe_stop_callback()
     metrics: dict[str, float] = {}
     with safe_points():  # Ctrl-C/SIGTERM stop at the next batch, then raise
-        history = train_stages(ctx, model, data, split.name, epochs, stop)
+        history = train_stages(ctx, model, data, split.name, epochs, stop, checkpoint)
         history = {k: earlier.get(k, []) + history.get(k, []) for k in {*earlier, *history}}
         if not pending():  # a noted signal is raised as Interrupted when this block ends
             if data.validation is not None:
@@ -255,24 +247,3 @@ def run_job(
     plot_history(history, run_dir.file("learning_curves.png"), title=f"{recipe.name} — {split.name}")
     ctx.reporter.job_finished(split.name, metrics)
     return JobResult(split.name, history, metrics, len(next(iter(history.values()), [])), model)
-
-
-def _checkpoint_epoch(ctx: JobContext) -> int:
-    from dlrun.training.checkpoints import load_checkpoint
-
-    checkpoint = load_checkpoint(ctx.run_dir.path)
-    return checkpoint.epoch if checkpoint is not None else 0
-
-
-def _record_model_facts(ctx: JobContext, facts: dict) -> None:
-    """What recipe layers found (GloVe coverage, a base's trainable layers): run dir, MLflow, a note."""
-    if not facts:
-        return
-    ctx.run_dir.write_json("model_facts.json", {**_read_facts(ctx.run_dir), **facts})
-    if ctx.tracked is not None:
-        ctx.tracked.set_tags({f"dlrun.model.{k}": str(v) for k, v in facts.items()})
-    ctx.reporter.note("model: " + ", ".join(f"{k} {v}" for k, v in facts.items()))
-
-
-def _read_facts(run_dir) -> dict:
-    return run_dir.read_json("model_facts.json") if run_dir.file("model_facts.json").exists() else {}
