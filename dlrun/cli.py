@@ -47,7 +47,7 @@ TrackingOption = typer.Option(
 )
 SeedOption = typer.Option(None, "--seed", help="Random seed (overrides the recipe's 'seed').")
 JsonOption = typer.Option(False, "--json", help="Print one JSON summary on stdout (progress goes to stderr).")
-QuietOption = typer.Option(False, "--quiet", "-q", help="Print nothing but errors (and --json).")
+QuietOption = typer.Option(False, "--quiet", "-q", help="Print nothing but errors and warnings (and --json).")
 DebugOption = typer.Option(False, "--debug", help="Show Python tracebacks on errors.")
 
 

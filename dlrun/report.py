@@ -24,8 +24,13 @@ def format_metrics(logs: dict[str, float]) -> str:
     return " ".join(f"{k}={logs[k]:.4g}" if isinstance(logs[k], float) else f"{k}={logs[k]}" for k in keys)
 
 
+def warning_line(text: str) -> str:
+    """The one plain line of a warning: ``dlrun: warning: <text>``."""
+    return f"dlrun: warning: {text}"
+
+
 class Reporter:
-    """Silent base: every hook is a no-op (``--quiet``)."""
+    """Silent base (``--quiet``): every hook is a no-op but :meth:`warn`."""
 
     def run_started(self, info: dict[str, Any]) -> None: ...
 
@@ -36,6 +41,11 @@ class Reporter:
     def job_finished(self, job: str, metrics: dict[str, float]) -> None: ...
 
     def note(self, text: str) -> None: ...
+
+    def warn(self, text: str) -> None:
+        """Something that changes what the run does or loses something (tracking gone offline):
+        said even under ``--quiet``, as one line on stderr."""
+        print(warning_line(text), file=sys.stderr, flush=True)
 
     def run_finished(self, summary: dict[str, Any]) -> None: ...
 
@@ -63,6 +73,9 @@ class PlainReporter(Reporter):
 
     def note(self, text):
         self._line(f"dlrun: {text}")
+
+    def warn(self, text):
+        self._line(warning_line(text))
 
     def run_finished(self, summary):
         self._line(f"dlrun: {summary['status']} run {summary['run_id']} in {summary['run_dir']}")
@@ -109,6 +122,11 @@ class RichReporter(Reporter):
     def note(self, text):
         self.console.print(f"[dim]{text}[/]")
 
+    def warn(self, text):
+        from rich.text import Text
+
+        self.console.print(Text(warning_line(text), style="yellow"))  # as written: no markup, no highlighting
+
     def run_finished(self, summary):
         from rich.table import Table
 
@@ -126,7 +144,8 @@ class RichReporter(Reporter):
 
 
 def make_reporter(*, quiet: bool, json_mode: bool) -> Reporter:
-    """--quiet: nothing; --json: plain lines on stderr (stdout is the JSON); a TTY: rich."""
+    """--quiet: nothing but warnings (on stderr); --json: plain lines on stderr (stdout is the
+    JSON); a TTY: rich."""
     if quiet:
         return Reporter()
     if json_mode:

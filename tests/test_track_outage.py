@@ -25,35 +25,12 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _mlflow_server import MlflowServer, free_port  # noqa: E402
+from _recipes import iris_recipe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DLRUN = [sys.executable, "-m", "dlrun"]
 
-IRIS = """\
-name: iris_outage
-data:
-  source: embedded
-  name: iris
-  split:
-    test: {fraction: 0.2}
-    validation: {fraction: 0.2}
-preprocessing:
-  - {transform: standardize}
-  - {transform: one_hot}
-model:
-  layers:
-    - Dense: {units: 16, activation: relu}
-    - Dense: {units: 3, activation: softmax}
-compile:
-  optimizer: {Adam: {learning_rate: 1e-2}}
-  loss: categorical_crossentropy
-  metrics: [accuracy]
-fit:
-  epochs: 3
-  batch_size: 16
-tracking:
-  tags: {purpose: outage}
-"""
+IRIS = iris_recipe("iris_outage", extra="tracking:\n  tags: {purpose: outage}\n")
 EPOCH_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 
@@ -184,6 +161,28 @@ def test_store_lost_mid_run_switches_the_run_offline(sqlite_store, tmp_path, mon
     got = MlflowClient(uri).get_run(run.run_id)
     assert got.info.status == "RUNNING"  # left for dlrun sync to finish
     assert steps(MlflowClient(uri), run.run_id, "loss") == [1]
+
+
+@pytest.mark.parametrize("flags", [["--quiet"], ["--json", "--quiet"]], ids=["quiet", "json-quiet"])
+def test_quiet_run_still_warns_that_tracking_is_offline(tmp_path, flags):
+    """--quiet silences progress, not the warning that the run is kept offline; --json's stdout
+    stays one JSON object (the warning goes to stderr)."""
+    (tmp_path / "iris.yaml").write_text(IRIS)
+    uri = closed_uri()
+    result = dlrun("train", "iris.yaml", "-o", "out", *flags, "--set", "fit.epochs=1", "--tracking-uri", uri,
+                   cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = (tmp_path / "out" / "runs" / "iris_outage").iterdir()
+    if "--json" in flags:
+        summary = json.loads(result.stdout)  # exactly one object: extra text would fail here
+        assert result.stdout.count("\n") == 1 and summary["status"] == "FINISHED"
+        assert summary["run_id"] is None and summary["run_dir"] == str(run_dir)
+    else:
+        assert result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()  # the warning, and nothing else
+    assert line.startswith(f"dlrun: warning: MLflow tracking is offline ({uri}: ")
+    assert "refused" in line.lower() and line.endswith(f"Upload it later with: dlrun sync {run_dir}")
+    assert json.loads((run_dir / TRACKING_FILE).read_text())["tracking"] == "offline"
 
 
 # ---------------------------------------------------------------------- sync, hand-made run dirs

@@ -114,18 +114,26 @@ def store_init_lock(uri: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def offline_message(info: dict[str, Any], run_dir: str | os.PathLike | None = None) -> str:
+def offline_text(info: dict[str, Any], run_dir: str | os.PathLike | None = None) -> str:
+    """What to tell the user when tracking went offline (without a ``warning:`` prefix)."""
     where = f" in {run_dir}" if run_dir else " in the run directory"
     sync = f"dlrun sync {run_dir}" if run_dir else "dlrun sync <run dir>"
     return (
-        f"warning: MLflow tracking is offline ({info.get('uri')}: {info.get('reason')}). "
+        f"MLflow tracking is offline ({info.get('uri')}: {info.get('reason')}). "
         f"Training goes on; everything is kept{where}. Upload it later with: {sync}"
     )
 
 
-def offline_notice(run_dir: Any, note: Callable[[str], None] | None = None) -> Callable[[dict], None]:
+def offline_message(info: dict[str, Any], run_dir: str | os.PathLike | None = None) -> str:
+    """:func:`offline_text` as a log line of its own: ``warning: ...``."""
+    return "warning: " + offline_text(info, run_dir)
+
+
+def offline_notice(run_dir: Any, warn: Callable[[str], None] | None = None) -> Callable[[dict], None]:
     """A ``Tracker(on_outage=...)`` hook for a run: writes ``tracking.json`` in the run
-    directory and says once (through ``note``, else on stderr) that tracking is offline.
+    directory and says once that tracking is offline, through ``warn`` (a reporter's
+    :meth:`~dlrun.report.Reporter.warn`, which speaks even under ``--quiet``), else as one
+    ``dlrun: warning: ...`` line on stderr.
 
     ``tracking.json`` is a file of its own, not a field of ``run.json``: the hook may run on the
     metric writer's thread while the main thread rewrites ``run.json``.
@@ -139,11 +147,11 @@ def offline_notice(run_dir: Any, note: Callable[[str], None] | None = None) -> C
             tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
             os.replace(tmp, path / TRACKING_FILE)
         except OSError:
-            pass  # the note below still tells the user
-        text = offline_message(info, path)
-        if note is not None:
-            note(text)
+            pass  # the warning below still tells the user
+        text = offline_text(info, path)
+        if warn is not None:
+            warn(text)
         else:
-            print(text, file=sys.stderr, flush=True)
+            print(f"dlrun: warning: {text}", file=sys.stderr, flush=True)
 
     return notice

@@ -92,11 +92,11 @@ def run_recipe(
         try:
             if resume is None:
                 _describe_run(run_dir, loaded, dataset, command)
-                tracker, tracked = _start_tracking(loaded, output_root, experiment, tracking_uri, run_dir, reporter.note,
+                tracker, tracked = _start_tracking(loaded, output_root, experiment, tracking_uri, run_dir, reporter.warn,
                                                    tags)
             else:
                 _describe_resume(run_dir, loaded, resume, command)
-                tracker, tracked = _resume_tracking(resume, output_root, experiment, tracking_uri, run_dir, reporter.note)
+                tracker, tracked = _resume_tracking(resume, output_root, experiment, tracking_uri, run_dir, reporter.warn)
             summary.run_id, summary.tracking_uri = tracked.run_id, tracker.uri
             run_dir.write_status("RUNNING", mlflow_run_id=summary.run_id, tracking_uri=summary.tracking_uri,
                                  seed=recipe.seed, recipe_file=str(loaded.path), overrides=loaded.overrides)
@@ -163,23 +163,24 @@ def _resumes(run_dir) -> list:
     return run_dir.read_status().get("resumed", [])
 
 
-def _resume_tracking(resume, output_root: Path, experiment: str, tracking_uri, run_dir, note=None):
+def _resume_tracking(resume, output_root: Path, experiment: str, tracking_uri, run_dir, warn=None):
     """The run's own MLflow run, RUNNING again; its store unless another is given."""
     from dlrun.track.mlflow_store import Tracker, offline_notice
 
     uri = tracking_uri or resume.status.get("tracking_uri")
-    tracker = Tracker.from_output_root(output_root, experiment, uri, on_outage=offline_notice(run_dir, note))
+    tracker = Tracker.from_output_root(output_root, experiment, uri, on_outage=offline_notice(run_dir, warn))
     return tracker, tracker.reopen_run(resume.status.get("mlflow_run_id"))
 
 
-def _start_tracking(loaded: LoadedRecipe, output_root: Path, experiment: str, tracking_uri, run_dir, note=None,
+def _start_tracking(loaded: LoadedRecipe, output_root: Path, experiment: str, tracking_uri, run_dir, warn=None,
                     extra_tags=None):
     from dlrun.track.mlflow_store import Tracker, flatten_params, offline_notice
 
     recipe = loaded.recipe
     # An unreachable store never stops training: the tracker goes offline, says so once through
-    # ``note`` and writes tracking.json; ``dlrun sync <run dir>`` uploads the run later.
-    tracker = Tracker.from_output_root(output_root, experiment, tracking_uri, on_outage=offline_notice(run_dir, note))
+    # ``warn`` (heard even under --quiet) and writes tracking.json; ``dlrun sync <run dir>``
+    # uploads the run later.
+    tracker = Tracker.from_output_root(output_root, experiment, tracking_uri, on_outage=offline_notice(run_dir, warn))
     tags = {
         "dlrun.recipe": recipe.name,
         "dlrun.recipe_file": str(loaded.path),

@@ -66,6 +66,9 @@ class TrialReporter(Reporter):
     def note(self, text):
         self.inner.note(f"{self.prefix}: {text}")
 
+    def warn(self, text):
+        self.inner.warn(f"{self.prefix}: {text}")
+
 
 def objective_value(metrics: dict, metric: str, kfold: bool) -> float:
     """The trial's score from its run summary: the K-fold mean, else the end-of-run value."""
