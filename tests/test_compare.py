@@ -16,36 +16,14 @@ import dlrun
 from dlrun.compare import compare, resolve_run
 from dlrun.errors import UsageError
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _recipes import iris_recipe  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 DLRUN = ROOT / ".venv" / "bin" / "dlrun"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
-IRIS = """\
-name: iris_cmp
-data:
-  source: embedded
-  name: iris
-  shuffle: true
-  split:
-    test: {fraction: 0.2}
-    validation: {fraction: 0.2}
-preprocessing:
-  - {transform: standardize}
-  - {transform: one_hot}
-model:
-  layers:
-    - Dense: {units: 16, activation: relu}
-    - Dense: {units: 3, activation: softmax}
-compile:
-  optimizer: {Adam: {learning_rate: 1e-2}}
-  loss: categorical_crossentropy
-  metrics: [accuracy]
-fit:
-  epochs: 3
-  batch_size: 16
-tracking:
-  log_model: false
-"""
+IRIS = iris_recipe("iris_cmp", shuffle=True, extra="tracking:\n  log_model: false\n")
 IRIS_SMALL = """\
 name: iris_small
 extends: iris_cmp.yaml

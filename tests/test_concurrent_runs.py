@@ -20,33 +20,12 @@ from mlflow import MlflowClient  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _mlflow_server import MlflowServer  # noqa: E402
+from _recipes import iris_recipe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 JOBS = 8
 EPOCHS = 3
-RECIPE = f"""\
-name: iris_many
-data:
-  source: embedded
-  name: iris
-  split:
-    test: {{fraction: 0.2}}
-    validation: {{fraction: 0.2}}
-preprocessing:
-  - {{transform: standardize}}
-  - {{transform: one_hot}}
-model:
-  layers:
-    - Dense: {{units: 8, activation: relu}}
-    - Dense: {{units: 3, activation: softmax}}
-compile:
-  optimizer: adam
-  loss: categorical_crossentropy
-  metrics: [accuracy]
-fit:
-  epochs: {EPOCHS}
-  batch_size: 16
-"""
+RECIPE = iris_recipe("iris_many", epochs=EPOCHS, units=8, optimizer="adam")
 
 
 def _train_many(tmp_path: Path, extra: list[str]) -> tuple[list[dict], float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
 from pathlib import Path
 
@@ -13,31 +14,10 @@ from dlrun.errors import ModelBuildError
 from dlrun.recipe.loading import load_recipe
 from dlrun.training.runner import run_recipe
 
-IRIS = """\
-name: iris_holdout
-data:
-  source: embedded
-  name: iris
-  split:
-    test: {fraction: 0.2}
-    validation: {fraction: 0.2}
-preprocessing:
-  - {transform: standardize}
-  - {transform: one_hot}
-model:
-  layers:
-    - Dense: {units: 16, activation: relu}
-    - Dense: {units: 3, activation: softmax}
-compile:
-  optimizer: {Adam: {learning_rate: 1e-2}}
-  loss: categorical_crossentropy
-  metrics: [accuracy]
-fit:
-  epochs: 3
-  batch_size: 16
-tracking:
-  tags: {purpose: test}
-"""
+sys.path.insert(0, str(Path(__file__).parent))
+from _recipes import iris_recipe  # noqa: E402
+
+IRIS = iris_recipe("iris_holdout", extra="tracking:\n  tags: {purpose: test}\n")
 
 BOSTON_KFOLD = """\
 name: boston_cv

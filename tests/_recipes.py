@@ -1,0 +1,52 @@
+"""The small iris recipe several test files train or load: a hold-out split, standardize and
+one-hot, one hidden Dense layer, categorical cross-entropy. Seconds to train on a CPU.
+
+Import it the way tests import ``_mlflow_server``::
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _recipes import iris_recipe
+"""
+
+from __future__ import annotations
+
+_IRIS = """\
+name: {name}
+data:
+  source: embedded
+  name: iris
+{shuffle}  split:
+    test: {{fraction: 0.2}}
+    validation: {{fraction: 0.2}}
+preprocessing:
+  - {{transform: standardize}}
+  - {{transform: one_hot}}
+model:
+  layers:
+    - Dense: {{units: {units}, activation: relu}}
+    - Dense: {{units: 3, activation: softmax}}
+compile:
+  optimizer: {optimizer}
+  loss: categorical_crossentropy
+  metrics: [accuracy]
+fit:
+  epochs: {epochs}
+  batch_size: 16
+{extra}"""
+
+
+def iris_recipe(
+    name: str,
+    *,
+    epochs: int = 3,
+    units: int = 16,
+    optimizer: str = "{Adam: {learning_rate: 1e-2}}",
+    shuffle: bool = False,
+    extra: str = "",
+) -> str:
+    """The recipe's YAML text. ``units``: the hidden layer's; ``optimizer``: YAML text for
+    ``compile.optimizer``; ``shuffle``: write ``data.shuffle: true``; ``extra``: YAML text
+    appended as it is (whole top-level sections, e.g. ``"tracking:\\n  tags: {a: b}\\n"``)."""
+    if extra and not extra.endswith("\n"):
+        extra += "\n"
+    return _IRIS.format(name=name, epochs=epochs, units=units, optimizer=optimizer, extra=extra,
+                        shuffle="  shuffle: true\n" if shuffle else "")
