@@ -19,34 +19,9 @@ import dlrun
 from dlrun.errors import ResumeError, TrainingDiverged
 
 DLRUN = str(Path(sys.executable).with_name("dlrun"))
-RECIPE = """\
-name: {name}
-deterministic: true
-data:
-  source: embedded
-  name: iris
-  shuffle: true
-  split:
-    test: {{fraction: 0.2}}
-    validation: {{fraction: 0.2}}
-preprocessing:
-  - {{transform: standardize}}
-  - {{transform: one_hot}}
-model:
-  layers:
-    - Dense: {{units: 16, activation: relu}}
-    - Dropout: {{rate: 0.2}}
-    - Dense: {{units: 3, activation: softmax}}
-compile:
-  optimizer: {{Adam: {{learning_rate: 1e-3}}}}
-  loss: categorical_crossentropy
-  metrics: [accuracy]
-fit:
-  epochs: {epochs}
-  batch_size: 2
-  callbacks:
-    - EarlyStopping: {{monitor: val_loss, patience: 100, restore_best_weights: true}}
-"""
+sys.path.insert(0, str(Path(__file__).parent))
+from _recipes import resumable_iris_recipe  # noqa: E402
+
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
@@ -55,9 +30,9 @@ def root(tmp_path_factory):
     return tmp_path_factory.mktemp("resume")
 
 
-def _recipe(root: Path, name: str, epochs: int = 12, extra: str = "") -> Path:
+def _recipe(root: Path, name: str, epochs: int = 12) -> Path:
     path = root / f"{name}.yaml"
-    path.write_text(RECIPE.format(name=name, epochs=epochs) + extra)
+    path.write_text(resumable_iris_recipe(name, epochs=epochs))
     return path
 
 
@@ -173,7 +148,7 @@ def test_a_live_run_is_not_resumed_twice(root):
 def test_a_nan_loss_fails_naming_epoch_and_batch_and_keeps_the_last_checkpoint(root):
     recipe = _recipe(root, "diverges", epochs=5)
     # Finite for the first epoch, then the weights blow up: a NaN in epoch 2 or later.
-    overrides = ["compile.optimizer={SGD: {learning_rate: 1e6}}", "deterministic=false"]
+    overrides = ["compile.optimizer={SGD: {learning_rate: 1e6}}", "deterministic=false", "fit.callbacks=[CSVLogger]"]
     with pytest.raises(TrainingDiverged, match=r"the loss became (nan|inf) at epoch \d+, batch \d+") as caught:
         dlrun.train(recipe, overrides, output_root=root)
     summary = caught.value.run_summary
@@ -181,7 +156,9 @@ def test_a_nan_loss_fails_naming_epoch_and_batch_and_keeps_the_last_checkpoint(r
     run_dir = Path(summary.run_dir)
     assert json.loads((run_dir / "run.json").read_text())["status"] == "FAILED"
     rows = (run_dir / "history.csv").read_text().splitlines()[1:] if (run_dir / "history.csv").exists() else []
-    assert all("nan" not in row.lower() for row in rows)  # the cut-short epoch is not recorded
+    assert all("nan" not in row.lower() for row in rows)  # the cut-short epoch is not recorded…
+    logged = (run_dir / "keras_log.csv").read_text().splitlines()[1:] if (run_dir / "keras_log.csv").exists() else []
+    assert len(logged) == len(rows) and all("nan" not in row.lower() for row in logged)  # …nor seen by callbacks
     assert not (run_dir / "model.keras").exists()
 
     from mlflow import MlflowClient

@@ -217,6 +217,16 @@ class FitSpec(Strict):
     callbacks: list[KerasObject] = Field(default_factory=list)
     fine_tune: FineTune | None = None
     checkpoint: bool = Field(default=True, description="save the training state every epoch (dlrun train --resume)")
+    checkpoint_steps: int | None = Field(
+        strict=True, default=None, ge=1, lt=2**31,
+        description="also save it every N training batches, and where Ctrl-C/SIGTERM stops an epoch: "
+                    "--resume then continues mid-epoch, skipping the batches already trained")
+
+    @model_validator(mode="after")
+    def _steps_need_checkpoints(self) -> "FitSpec":
+        if self.checkpoint_steps is not None and not self.checkpoint:
+            raise ValueError("checkpoint_steps saves the training state inside an epoch: it needs checkpoint: true")
+        return self
 
 
 # --------------------------------------------------------------------------- evaluation, tracking

@@ -25,12 +25,14 @@ _MONITORING = {"EarlyStopping", "ModelCheckpoint", "ReduceLROnPlateau"}
 
 
 def build_callbacks(
-    specs: list[KerasObject], run_dir: Path, *, has_validation: bool = True, note=lambda text: None, model=None
+    specs: list[KerasObject], run_dir: Path, *, has_validation: bool = True, note=lambda text: None, model=None,
+    cut_short=lambda: False,
 ) -> list:
     """Instantiate the recipe's callbacks; output paths default to, and stay inside, the run dir.
     Without validation data (a refit on all data), callbacks watching a val_ metric are left out.
     ``model``: the compiled model, before any checkpoint is restored into it (a named
-    learning-rate schedule starts from its optimizer's rate)."""
+    learning-rate schedule starts from its optimizer's rate). ``cut_short()``: whether the
+    epoch that ends was stopped mid-way by dlrun (a NaN loss); such an epoch reaches no callback."""
     import keras
 
     from dlrun.model import plugins
@@ -67,20 +69,20 @@ def build_callbacks(
         except Exception as exc:  # noqa: BLE001
             raise ModelBuildError(f"{where}: {exc}") from exc
     for callback in callbacks:
-        _whole_epochs_only(callback)
+        _whole_epochs_only(callback, cut_short)
     return callbacks
 
 
-def _whole_epochs_only(callback) -> None:
-    """An epoch cut short by Ctrl-C/SIGTERM is trained again on --resume: the callback must not
-    act on it (a TensorBoard step logged twice, a 'best' .keras saved from half an epoch, a CSV
-    row too many, patience spent)."""
+def _whole_epochs_only(callback, cut_short) -> None:
+    """An epoch cut short by Ctrl-C/SIGTERM is trained again on --resume, and one cut short by
+    a NaN loss fails the run: the callback must not act on either (a TensorBoard step logged
+    twice, a 'best' .keras saved from half an epoch, a CSV row too many, patience spent)."""
     from dlrun.training.interrupts import pending
 
     whole_epoch = callback.on_epoch_end
 
     def on_epoch_end(epoch, logs=None):
-        if not pending():
+        if not pending() and not cut_short():
             whole_epoch(epoch, logs)
 
     callback.on_epoch_end = on_epoch_end
@@ -116,6 +118,7 @@ def nonfinite_guard():
 
     class StopOnNonFiniteLoss(keras.callbacks.Callback):
         tripped: tuple[int, int, float] | None = None
+        batch_offset = 0  # batches trained before this fit call (an epoch resumed mid-way)
         # Keras may then run the batch-end check on its worker thread instead of stopping the
         # loop at every batch (≈13 % of a small model's epoch); it only sets flags, and Keras
         # waits for these checks before the epoch ends.
@@ -127,10 +130,43 @@ def nonfinite_guard():
         def on_train_batch_end(self, batch, logs=None):
             loss = (logs or {}).get("loss")
             if loss is not None and not math.isfinite(float(loss)) and self.tripped is None:
-                self.tripped = (self._epoch, batch + 1, float(loss))
+                self.tripped = (self._epoch, self.batch_offset + batch + 1, float(loss))
                 self.model.stop_training = True
 
     return StopOnNonFiniteLoss()
+
+
+def step_checkpointer(every: int | None, save, resumed: tuple[int, int, Any] | None = None):
+    """A callback calling ``save(epochs_done, batches_done)`` every ``every`` training batches
+    inside an epoch, and at the batch where a noted Ctrl-C/SIGTERM stops it (``every`` None:
+    neither). ``resumed`` (epoch, batches, restore): that epoch starts after that many batches
+    already trained, and ``restore()`` gives back their metric totals once Keras reset them.
+
+    It saves at a batch's *start*, from the main thread: the state then holds exactly the
+    batches before it, and Keras' async batch-end dispatch stays on (an overriding batch-end
+    hook would turn it off)."""
+    import keras
+
+    from dlrun.training.interrupts import pending
+
+    class StepCheckpoint(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self._epoch, self._offset, self._stop_saved = epoch, 0, False
+            if resumed is not None and resumed[0] == epoch:
+                _, self._offset, restore = resumed
+                restore()
+
+        def on_train_batch_begin(self, batch, logs=None):
+            done = self._offset + batch
+            if not done or every is None:
+                return
+            if pending():  # Keras still runs this batch, then stops: the state before it is kept
+                if not self._stop_saved:
+                    self._stop_saved = save(self._epoch, done)
+            elif done % every == 0:
+                save(self._epoch, done)
+
+    return StepCheckpoint()
 
 
 def epoch_recorder(job: str, epochs: int, on_epoch: Any, cut_short=lambda: False):

@@ -2,13 +2,16 @@
 
 ``<job dir>/checkpoint/``:
 
-- ``weights-<epoch>.weights.h5``: the model's and the optimizer's variables (learning rate,
-  moments, iteration count), as Keras' ``save_weights`` writes them;
+- ``weights-<epoch>[-<batch>].weights.h5``: the model's and the optimizer's variables
+  (learning rate, moments, iteration count), as Keras' ``save_weights`` writes them;
+- ``metrics-<epoch>-<batch>.npz`` (a checkpoint inside an epoch, ``fit.checkpoint_steps``):
+  the epoch's metric accumulators so far, so the resumed epoch reports whole-epoch values;
 - ``state.json``: the epoch, the training stage (fine-tuning is stage 2), the random
   seed-generator states of dropout/augmentation layers (``save_weights`` leaves them out),
   the recipe callbacks' state (early-stopping patience and best value…), Python's and
-  NumPy's RNG states. Written last and atomically: it names the weights file it goes with,
-  so a crash while saving leaves the previous checkpoint whole.
+  NumPy's RNG states, and, inside an epoch, how many of its batches are done. Written last
+  and atomically: it names the files it goes with, so a crash while saving leaves the
+  previous checkpoint whole.
 """
 
 from __future__ import annotations
@@ -30,8 +33,8 @@ _CALLBACK_STATE = ("wait", "best", "best_epoch", "stopped_epoch", "cooldown_coun
 
 @dataclass
 class Checkpoint:
-    """A saved training state: resume after ``epoch`` (1-based, completed) in ``stage``,
-    which ends at epoch ``stage_end``."""
+    """A saved training state: resume after ``epoch`` (1-based, completed) and ``batch``
+    batches of the next one, in ``stage``, which ends at epoch ``stage_end``."""
 
     path: Path
     epoch: int
@@ -42,6 +45,10 @@ class Checkpoint:
     seed_states: list = field(default_factory=list)
     callbacks: list = field(default_factory=list)
     rng: dict = field(default_factory=dict)
+    batch: int = 0  # batches of epoch + 1 already trained (a checkpoint inside an epoch)
+    batch_size: int | None = None
+    metrics: str | None = None  # the file of that epoch's metric accumulators
+
 
 
 def _seed_variables(model) -> list:
@@ -58,19 +65,32 @@ def callback_state(callback) -> dict[str, Any]:
 
 
 def save_checkpoint(job_dir: Path, model, epoch: int, stage: int, stage_end: int, callbacks: list,
-                    stage_epochs: int = 0) -> None:
-    """Save the state after ``epoch`` completed epochs; best weights of early stopping too."""
+                    stage_epochs: int = 0, batch: int = 0, batch_size: int | None = None) -> bool:
+    """Save the state after ``epoch`` completed epochs and ``batch`` batches of the next one;
+    best weights of early stopping too. Inside an epoch, a state whose metrics are no longer
+    finite (a NaN loss the guard has not stopped yet) is not saved: returns False."""
     folder = Path(job_dir) / CHECKPOINT_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    weights = f"weights-{epoch}.weights.h5"
+    at = f"{epoch}-{batch}" if batch else f"{epoch}"
+    metrics = None
+    if batch:
+        accumulators = [np.asarray(v.numpy()) for v in model.metrics_variables]
+        if not all(np.isfinite(a).all() for a in accumulators):
+            return False
+        metrics = f"metrics-{at}.npz"
+        np.savez(folder / metrics, *accumulators)
+    weights = f"weights-{at}.weights.h5"
     model.save_weights(folder / weights)
     best = {}  # callback index → its saved best weights (EarlyStopping(restore_best_weights))
     for i, cb in enumerate(callbacks):
         if getattr(cb, "best_weights", None):
-            best[i] = f"best-{epoch}-{i}.npz"
+            best[i] = f"best-{at}-{i}.npz"
             np.savez(folder / best[i], *cb.best_weights)
     state = {
         "epoch": epoch,
+        "batch": batch,
+        "batch_size": batch_size,
+        "metrics": metrics,
         "stage": stage,
         "stage_end": stage_end,
         "stage_epochs": stage_epochs,
@@ -82,10 +102,11 @@ def save_checkpoint(job_dir: Path, model, epoch: int, stage: int, stage_end: int
     tmp = folder / f".{STATE_FILE}.tmp"
     tmp.write_text(json.dumps(state))
     os.replace(tmp, folder / STATE_FILE)
-    keep = {weights, STATE_FILE, *best.values()}
+    keep = {weights, metrics, STATE_FILE, *best.values()}
     for old in folder.iterdir():  # earlier epochs' files, now superseded
         if old.name not in keep:
             old.unlink(missing_ok=True)
+    return True
 
 
 def load_checkpoint(job_dir: Path) -> Checkpoint | None:
@@ -99,7 +120,7 @@ def load_checkpoint(job_dir: Path) -> Checkpoint | None:
         return None
     return Checkpoint(folder, int(state["epoch"]), int(state["stage"]), int(state["stage_end"]), state["weights"],
                       int(state.get("stage_epochs", 0)), state.get("seed_states", []), state.get("callbacks", []),
-                      state.get("rng", {}))
+                      state.get("rng", {}), int(state.get("batch", 0)), state.get("batch_size"), state.get("metrics"))
 
 
 def restore_model(model, checkpoint: Checkpoint) -> None:
@@ -115,20 +136,59 @@ def restore_model(model, checkpoint: Checkpoint) -> None:
         np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
 
 
-def state_restorer(callbacks: list, checkpoint: Checkpoint):
-    """A callback, placed after ``callbacks``, that gives them back their saved state once
-    Keras' ``on_train_begin`` has reset it."""
+def restore_metrics(model, checkpoint: Checkpoint) -> None:
+    """Give the interrupted epoch's metric accumulators back (after Keras reset them; the
+    compiled metrics must be built, see ``build_metrics``)."""
+    if checkpoint.metrics is None:
+        return
+    variables = model.metrics_variables
+    with np.load(checkpoint.path / checkpoint.metrics) as saved:
+        if len(saved.files) != len(variables):
+            from dlrun.errors import ResumeError
+
+            raise ResumeError(f"the checkpoint inside epoch {checkpoint.epoch + 1} holds {len(saved.files)} metric "
+                              f"values, the model has {len(variables)}: put compile.metrics back as they were to "
+                              f"resume this run")
+        for i, variable in enumerate(variables):
+            variable.assign(saved[f"arr_{i}"])
+
+
+def build_metrics(model, x, y) -> None:
+    """Keras builds the compiled metrics in the first train step, after the epoch began; one
+    evaluation of a few rows builds them now (inference: no weight, no seed state changes)."""
+    model.evaluate(x, y, verbose=0)
+
+
+def saved_callback_states(checkpoint: Checkpoint) -> list[dict]:
+    """The recipe callbacks' states in ``checkpoint``, best weights read from their files."""
+    states = []
+    for state in checkpoint.callbacks:
+        state = dict(state)
+        if state.get("best_weights"):
+            with np.load(checkpoint.path / state["best_weights"]) as saved:
+                state["best_weights"] = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+        states.append(state)
+    return states
+
+
+def current_callback_states(callbacks: list) -> list[dict]:
+    """The callbacks' states now, to carry them over into another ``fit`` call."""
+    return [{**callback_state(cb), "best_weights": getattr(cb, "best_weights", None)} for cb in callbacks]
+
+
+def state_restorer(callbacks: list, states: list[dict]):
+    """A callback, placed after ``callbacks``, that gives them back ``states`` once Keras'
+    ``on_train_begin`` has reset them."""
     import keras
 
     class RestoreCallbackState(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
-            for callback, state in zip(callbacks, checkpoint.callbacks):
+            for callback, state in zip(callbacks, states):
                 for name in _CALLBACK_STATE:
                     if name in state:
                         setattr(callback, name, state[name])
-                if state.get("best_weights"):
-                    with np.load(checkpoint.path / state["best_weights"]) as saved:
-                        callback.best_weights = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+                if state.get("best_weights") is not None:
+                    callback.best_weights = state["best_weights"]
 
     return RestoreCallbackState()
 

@@ -13,14 +13,15 @@ from dlrun.errors import TrainingDiverged
 def train_stages(ctx, model, data, job: str, epochs: int, stop, checkpoint=None) -> dict[str, list]:
     """Train ``model`` for ``epochs`` (and the fine-tuning stage); return the history of the
     epochs trained now, after those restored from ``checkpoint`` (a resumed job's)."""
-    from dlrun.training.callbacks import build_callbacks
+    from dlrun.training.callbacks import build_callbacks, nonfinite_guard
     from dlrun.training.checkpoints import restore_model
     from dlrun.training.interrupts import pending
 
     recipe = ctx.recipe
+    guard = nonfinite_guard()
     # One set for both stages: a checkpoint keeps its best value, a CSV log its rows.
     own = build_callbacks(recipe.fit.callbacks, ctx.run_dir.path, has_validation=data.validation is not None,
-                          note=ctx.reporter.note, model=model)
+                          note=ctx.reporter.note, model=model, cut_short=lambda: guard.tripped is not None)
     fine_tune = recipe.fit.fine_tune
     total = epochs + (fine_tune.epochs if fine_tune else 0)
     stage, start, end = 1, 0, epochs
@@ -32,11 +33,13 @@ def train_stages(ctx, model, data, job: str, epochs: int, stop, checkpoint=None)
         # The recipe decides where a stage ends (a forced resume may have changed its epochs).
         end = epochs if stage == 1 else checkpoint.stage_end - checkpoint.stage_epochs + fine_tune.epochs
         _append_logs(own)
-        ctx.reporter.note(f"{job}: resumed after epoch {start} (stage {stage})")
+        where = f" and {checkpoint.batch} batches of epoch {start + 1}" if checkpoint.batch else ""
+        ctx.reporter.note(f"{job}: resumed after epoch {start}{where} (stage {stage})")
 
+    fitting = _Fitting(ctx, model, data, job, own, stop, guard)
     history: dict[str, list] = {}
     if stage == 1:
-        history = _fit(ctx, model, data, job, own, (start, end, total, 1), stop, checkpoint) if start < end else {}
+        history = fitting.fit(start, end, total, 1, checkpoint) if start < end else {}
         checkpoint = None
         if fine_tune is None or pending():
             return history
@@ -50,8 +53,12 @@ def train_stages(ctx, model, data, job: str, epochs: int, stop, checkpoint=None)
             from dlrun.training.checkpoints import save_checkpoint
 
             save_checkpoint(ctx.run_dir.path, model, start, 2, end, own, fine_tune.epochs)
-    more = _fit(ctx, model, data, job, own, (start, end, total, 2), stop, checkpoint)
+    more = fitting.fit(start, end, total, 2, checkpoint)
     return {k: history.get(k, []) + more.get(k, []) for k in {*history, *more}}
+
+
+def checkpoint_mid_epoch(checkpoint) -> bool:
+    return checkpoint is not None and checkpoint.batch > 0
 
 
 def start_fine_tuning(model, recipe) -> dict:
@@ -86,52 +93,114 @@ def _append_logs(callbacks: list) -> None:
             callback.append = True
 
 
-def _fit(ctx, model, data, job: str, own: list, epochs: tuple[int, int, int, int], stop, checkpoint
-         ) -> dict[str, list]:
-    """``model.fit`` from epoch ``start`` to ``end`` of ``total``, in ``stage``, with the recipe's
-    callbacks ``own``, recording each epoch as it ends."""
-    from dlrun.training.callbacks import epoch_recorder, nonfinite_guard
-    from dlrun.training.checkpoints import save_checkpoint, state_restorer
+class _Fitting:
+    """The ``model.fit`` calls of one job, with the recipe's callbacks ``own`` and dlrun's:
+    each epoch recorded as it ends, checkpoints saved, a NaN loss turned into a clear error."""
 
-    recipe, run_dir = ctx.recipe, ctx.run_dir
-    start, end, total, stage = epochs
-    stage_epochs = recipe.fit.fine_tune.epochs if stage == 2 else end
-    callbacks = list(own)
+    def __init__(self, ctx, model, data, job: str, own: list, stop, guard):
+        self.ctx, self.model, self.data, self.job, self.own, self.stop, self.guard = \
+            ctx, model, data, job, own, stop, guard
 
-    def on_epoch(job, epoch, total, logs, seconds):
-        run_dir.append_history(epoch, logs)
-        if recipe.fit.checkpoint:  # before MLflow: a resumed run never logs an epoch twice
-            save_checkpoint(run_dir.path, model, epoch, stage, end, own, stage_epochs)
-        if ctx.tracked is not None:
-            ctx.tracked.log_epoch(logs, step=epoch)
-        ctx.reporter.epoch(job, epoch, total, logs, seconds)
+    def fit(self, start: int, end: int, total: int, stage: int, checkpoint) -> dict[str, list]:
+        """Epochs ``start`` to ``end`` of ``total`` in ``stage``. A ``checkpoint`` saved inside
+        epoch ``start + 1`` first finishes that epoch in a ``fit`` call of its own: Keras has
+        one length for every epoch of a call."""
+        from dlrun.training.checkpoints import (build_metrics, current_callback_states, restore_metrics,
+                                                saved_callback_states)
+        from dlrun.training.interrupts import pending
 
-    guard = nonfinite_guard()
-    if checkpoint is not None:
-        callbacks.append(state_restorer(own, checkpoint))
-    # Last, so it sees what other callbacks add to the logs (ReduceLROnPlateau's learning_rate).
-    callbacks += [stop, guard, epoch_recorder(job, total, on_epoch, cut_short=lambda: guard.tripped is not None)]
-    history = model.fit(**_inputs(recipe, data, start, end), epochs=end, initial_epoch=start,
-                        validation_data=data.validation, callbacks=callbacks, verbose=0).history
-    if guard.tripped is not None:
-        epoch, batch, value = guard.tripped
-        kept = f"the last good checkpoint (epoch {epoch - 1}) is kept in {run_dir.path / 'checkpoint'}" \
-            if recipe.fit.checkpoint and epoch > 1 else f"the epochs before are kept in {run_dir.path}"
+        model = self.model
+        states = saved_callback_states(checkpoint) if checkpoint is not None else None
+        history: dict[str, list] = {}
+        if checkpoint_mid_epoch(checkpoint):
+            build_metrics(model, *self.data.few())
+            history = self._run((start, start + 1, end, total, stage), states, skip=checkpoint.batch,
+                                restore=lambda: restore_metrics(model, checkpoint))
+            if pending() or model.stop_training or start + 1 >= end:  # interrupted, stopped early, or done
+                return history
+            start, states = start + 1, current_callback_states(self.own)  # the next fit resets them
+        more = self._run((start, end, end, total, stage), states)
+        return {k: history.get(k, []) + more.get(k, []) for k in {*history, *more}}
+
+    def _run(self, epochs: tuple[int, int, int, int, int], states, skip: int = 0, restore=None) -> dict[str, list]:
+        """One ``model.fit`` from epoch ``start`` to ``stop_at`` (the stage ends at ``end``), after
+        ``skip`` batches of its first epoch, whose metric totals ``restore()`` gives back."""
+        start, stop_at = epochs[:2]
+        data, recipe = self.data, self.ctx.recipe
+        callbacks = self._callbacks(epochs, states, (start, skip, restore) if skip else None)
+        self.guard.batch_offset = skip
+        try:
+            history = self.model.fit(**_inputs(recipe, data, start, stop_at, skip), epochs=stop_at,
+                                     initial_epoch=start, validation_data=data.validation, callbacks=callbacks,
+                                     verbose=0).history
+        finally:
+            self.guard.batch_offset = 0
+        self._raise_if_diverged()
+        return history
+
+    def _callbacks(self, epochs: tuple[int, int, int, int, int], states, resumed=None) -> list:
+        """dlrun's callbacks after the recipe's; ``resumed``: (epoch, batches done, metric restore)."""
+        from dlrun.training.callbacks import epoch_recorder, step_checkpointer
+        from dlrun.training.checkpoints import save_checkpoint, state_restorer
+
+        ctx, model, own, recipe, run_dir = self.ctx, self.model, self.own, self.ctx.recipe, self.ctx.run_dir
+        _, _, end, total, stage = epochs
+        stage_epochs = recipe.fit.fine_tune.epochs if stage == 2 else end
+
+        def save(epoch: int, batch: int = 0) -> bool:
+            return save_checkpoint(run_dir.path, model, epoch, stage, end, own, stage_epochs, batch,
+                                   recipe.fit.batch_size)
+
+        def on_epoch(job, epoch, total, logs, seconds):
+            run_dir.append_history(epoch, logs)
+            if recipe.fit.checkpoint:  # before MLflow: a resumed run never logs an epoch twice
+                save(epoch)
+            if ctx.tracked is not None:
+                ctx.tracked.log_epoch(logs, step=epoch)
+            ctx.reporter.epoch(job, epoch, total, logs, seconds)
+
+        callbacks = list(own)
+        if states is not None:
+            callbacks.append(state_restorer(own, states))
+        callbacks += [self.stop, self.guard]
+        if (recipe.fit.checkpoint and recipe.fit.checkpoint_steps) or resumed:
+            callbacks.append(step_checkpointer(recipe.fit.checkpoint_steps if recipe.fit.checkpoint else None, save,
+                                               resumed))
+        # Last, so it sees what other callbacks add to the logs (ReduceLROnPlateau's learning_rate).
+        callbacks.append(epoch_recorder(self.job, total, on_epoch, cut_short=lambda: self.guard.tripped is not None))
+        return callbacks
+
+    def _raise_if_diverged(self) -> None:
+        if self.guard.tripped is None:
+            return
+        from dlrun.training.checkpoints import load_checkpoint
+
+        run_dir = self.ctx.run_dir
+        epoch, batch, value = self.guard.tripped
+        last = load_checkpoint(run_dir.path) if self.ctx.recipe.fit.checkpoint else None
+        if last is not None and (last.epoch or last.batch):
+            after = f"epoch {last.epoch}" + (f" and {last.batch} batches of epoch {last.epoch + 1}" if last.batch else "")
+            kept = f"the last good checkpoint (after {after}) is kept in {last.path}"
+        else:
+            kept = f"the epochs before are kept in {run_dir.path}"
         raise TrainingDiverged(
-            f"{job}: the loss became {value} at epoch {epoch}, batch {batch}; training stopped and {kept}. "
+            f"{self.job}: the loss became {value} at epoch {epoch}, batch {batch}; training stopped and {kept}. "
             f"Lower the learning rate, look for NaN/inf in the data, or clip gradients "
             f"(compile.optimizer: {{Adam: {{clipnorm: 1.0}}}})")
-    return history
 
 
-def _inputs(recipe, data, start: int, end: int) -> dict[str, Any]:
+def _inputs(recipe, data, start: int, end: int, skip: int = 0) -> dict[str, Any]:
+    """What ``fit`` trains on from epoch ``start`` to ``end``, ``skip`` batches of the first already trained."""
     if data.streamed:
-        return {"x": data.train, "steps_per_epoch": recipe.fit.steps_per_epoch,
+        steps = recipe.fit.steps_per_epoch
+        # A stream starts over in a new process: skipping keeps the epoch's length, not its exact batches.
+        return {"x": data.train.skip(skip) if skip else data.train, "steps_per_epoch": steps - skip if steps else None,
                 "validation_steps": recipe.fit.validation_steps, "shuffle": False}  # the source shuffles
     x, y = data.train
-    if recipe.deterministic and recipe.fit.shuffle:
-        from dlrun.training.feeding import seeded_epochs
+    if skip or (recipe.fit.shuffle and (recipe.deterministic or recipe.fit.checkpoint_steps)):
+        from dlrun.training.feeding import ordered_epochs
 
-        dataset, steps = seeded_epochs(x, y, recipe.fit.batch_size, recipe.seed, start, end)
+        seed = recipe.seed if recipe.fit.shuffle else None
+        dataset, steps = ordered_epochs(x, y, recipe.fit.batch_size, seed, start, end, skip)
         return {"x": dataset, "steps_per_epoch": steps, "shuffle": False}  # ordered by (seed, epoch)
     return {"x": x, "y": y, "batch_size": recipe.fit.batch_size, "shuffle": recipe.fit.shuffle}

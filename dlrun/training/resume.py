@@ -91,7 +91,22 @@ def prepare_resume(run: str, output_root: Path, recipe: Path | None, overrides: 
     if diff and not force:
         raise ResumeError(f"the recipe changed since run {run_dir} started; resume with --force to continue "
                           f"with the new one:\n{diff}")
+    _check_batches_match(run_dir, loaded.recipe.fit.batch_size)
     return ResumeTarget(run_dir, status, loaded, bool(diff))
+
+
+def _check_batches_match(run_dir: Path, batch_size: int) -> None:
+    """A checkpoint saved inside an epoch counts batches of its batch size: a forced resume
+    may not change it (the hold-out job's checkpoint, or any fold's)."""
+    from dlrun.training.checkpoints import CHECKPOINT_DIR, load_checkpoint
+
+    for folder in [run_dir, *sorted(run_dir.glob("folds/*"))]:
+        saved = load_checkpoint(folder) if (folder / CHECKPOINT_DIR).is_dir() else None
+        if saved is not None and saved.batch and saved.batch_size not in (None, batch_size):
+            raise ResumeError(
+                f"{folder}: its checkpoint was saved after {saved.batch} batches of {saved.batch_size} in epoch "
+                f"{saved.epoch + 1}; fit.batch_size is now {batch_size}, so those batches cannot be skipped. "
+                f"Put batch_size back to {saved.batch_size} to resume this run")
 
 
 def recipe_diff(before: dict, after: dict) -> str:

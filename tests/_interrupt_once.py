@@ -1,0 +1,33 @@
+"""A recipe plugin for tests: a callback that interrupts training once, at one batch of one
+epoch, so an interruption lands mid-epoch at the same place on every machine. A marker file
+remembers that it fired (a resumed run, or a twin, trains on undisturbed).
+
+``signal: true`` sends the process a real SIGTERM (for a ``dlrun`` subprocess, whose handler
+notes it); ``signal: false`` notes it the way that handler does (a run inside pytest).
+"""
+
+import os
+import signal as signals
+from pathlib import Path
+
+import keras
+
+from dlrun.training import interrupts
+
+
+class InterruptOnce(keras.callbacks.Callback):
+    def __init__(self, epoch, batch, marker, signal=True):
+        super().__init__()
+        self.at, self.marker, self.signal = (epoch, batch), Path(marker), signal
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch + 1
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if (self.epoch, batch) != self.at or self.marker.exists():
+            return
+        self.marker.write_text("interrupted")
+        if self.signal:
+            os.kill(os.getpid(), signals.SIGTERM)
+        else:
+            interrupts._State.pending = "SIGTERM"
