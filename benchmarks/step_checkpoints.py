@@ -33,7 +33,7 @@ def main(pairs: int = 3, every: tuple[int, ...] = (50, 10)) -> None:
 
     from dlrun.training.callbacks import step_checkpointer
     from dlrun.training.checkpoints import save_checkpoint
-    from dlrun.training.feeding import ordered_epochs
+    from dlrun.data.streams import array_stream
 
     rng = np.random.default_rng(0)
     x = rng.random((ROWS, 784), dtype=np.float32)
@@ -59,8 +59,9 @@ def main(pairs: int = 3, every: tuple[int, ...] = (50, 10)) -> None:
         return {"x": x, "y": y, "batch_size": BATCH, "shuffle": True}
 
     def ordered(first, last):
-        dataset, steps = ordered_epochs(x, y, BATCH, 0, first, last)
-        return {"x": dataset, "steps_per_epoch": steps, "shuffle": False}
+        stream = array_stream(x, y, BATCH, 0)
+        return {"x": stream.dataset(first * stream.batches_per_pass), "steps_per_epoch": stream.batches_per_pass,
+                "shuffle": False}
 
     def epoch_saver(m):
         return keras.callbacks.LambdaCallback(

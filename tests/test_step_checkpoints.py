@@ -186,7 +186,10 @@ def _interrupt_then_resume(recipe: Path, overrides: list[str], root: Path, expec
     return summary, run_dir
 
 
-def test_a_stream_with_steps_per_epoch_resumes_mid_epoch_keeping_the_epoch_length(recipes_dir, tmp_path, stop_once):
+@pytest.mark.parametrize("steps_per_epoch", [6, None])
+def test_a_time_series_resumes_mid_epoch_exactly(recipes_dir, tmp_path, stop_once, steps_per_epoch):
+    """Windows are streamed in passes whose order depends only on the seed: the resumed job
+    continues the stream at the batch where it stopped, with or without steps_per_epoch."""
     import pandas as pd
 
     rows = 300
@@ -195,18 +198,23 @@ def test_a_stream_with_steps_per_epoch_resumes_mid_epoch_keeping_the_epoch_lengt
                           "T (degC)": np.sin(np.arange(rows) / 20) + rng.normal(0, 0.1, rows),
                           "p (mbar)": rng.normal(1000, 5, rows)})
     table.to_csv(tmp_path / "weather.csv", index=False)
+    recipe = recipes_dir / "jena_dense.yaml"
     overrides = [f"data.path={tmp_path / 'weather.csv'}", "data.lookback=12", "data.step=1", "data.delay=2",
                  "data.train={start: 0, end: 150}", "data.validation={start: 150, end: 220}", "data.test={start: 220}",
-                 "fit.batch_size=8", "fit.epochs=3", "fit.steps_per_epoch=6", "fit.validation_steps=2",
-                 "fit.checkpoint_steps=2", *stop_once(2, 3)]
-    summary, run_dir = _interrupt_then_resume(recipes_dir / "jena_dense.yaml", overrides, tmp_path / "out",
+                 "deterministic=true", "fit.batch_size=8", "fit.epochs=3", "fit.validation_steps=2",
+                 "fit.checkpoint_steps=2", f"fit.steps_per_epoch={steps_per_epoch or 'null'}"]
+    summary, run_dir = _interrupt_then_resume(recipe, [*overrides, *stop_once(2, 3)], tmp_path / "out",
                                               "resumed after epoch 1 and 3 batches of epoch 2 (stage 1)")
-    assert len(_history(run_dir)) == 4  # epochs 1–3, each once
-    # The resumed epoch trained its remaining 3 steps, not 6 more: the optimizer counted 3 × 6.
+    twin = dlrun.train(recipe, overrides, output_root=tmp_path / "twin")
+    twin_dir = Path(twin.run_dir)
+    assert summary.metrics == twin.metrics
+    assert all(np.array_equal(a, b) for a, b in zip(_weights(run_dir), _weights(twin_dir)))
+    assert _history(run_dir) == _history(twin_dir)  # epochs 1–3, each once, equal
     import keras
 
     model = keras.saving.load_model(run_dir / "model.keras", safe_mode=True)
-    assert int(model.optimizer.iterations.numpy()) == 18
+    per_epoch = steps_per_epoch or 17  # 136 training windows in batches of 8
+    assert int(model.optimizer.iterations.numpy()) == 3 * per_epoch  # the resumed epoch trained its rest only
 
 
 def test_the_fine_tuning_stage_resumes_mid_epoch(recipes_dir, tmp_path, stop_once):

@@ -138,6 +138,7 @@ class StreamedDataset:
     (folders, chronological ranges), so only the hold-out protocol applies.
 
     ``fitted`` holds statistics fitted on the training part (written to ``preprocessing.json``).
+    ``train_stream()`` (optional) is the training part as a seekable seeded stream.
     ``extra_metrics(metrics)`` (optional) gets a job's final metrics (``val_mae``, ``test_mae``…)
     and returns more to report next to them: a baseline, a metric in the target's own units.
     """
@@ -149,3 +150,6 @@ class StreamedDataset:
     info: dict = field(default_factory=dict)
     fitted: dict = field(default_factory=dict)
     extra_metrics: Callable[[dict], dict] | None = None
+    # The training part as a seekable stream (dlrun.data.streams.BatchStream), where the
+    # source can give one: its order depends only on the seed, so a resume continues it exactly.
+    train_stream: Callable[[], Any] | None = None

@@ -9,12 +9,14 @@ the cached feature arrays instead (the book's fast feature extraction, 5.3.1).
 from __future__ import annotations
 
 import time
+from typing import Any
 from pathlib import Path
 
 import numpy as np
 
 from dlrun.data.files import resolve_path
 from dlrun.data.dataset import StreamedDataset
+from dlrun.data.streams import array_stream
 from dlrun.errors import DataError
 
 # What image_dataset_from_directory reads (keras.src.utils.image_dataset_utils.ALLOWLIST_FORMATS).
@@ -46,18 +48,21 @@ def load_image_directory(spec, base_dir: Path, *, seed: int, batch_size: int) ->
         "batch_size": batch_size,
     }
     directories = {part: root / folders[part] for part in scans}
+    train_stream = None  # decoded images stream in tf.data's own order
     if spec.features is None:
         factories = {part: _part_factory(directory, spec, class_names, batch_size, seed,
                                          shuffle=(part == "train" and spec.shuffle))
                      for part, directory in directories.items()}
     else:
-        factories, info["features"] = _cached_features(spec, base_dir, directories, class_names, batch_size, seed)
+        factories, info["features"], train_stream = _cached_features(spec, base_dir, directories, class_names,
+                                                                      batch_size, seed)
     return StreamedDataset(
         name=root.name,
         train=factories["train"],
         validation=factories.get("validation"),
         test=factories.get("test"),
         info=info,
+        train_stream=train_stream,
     )
 
 
@@ -127,8 +132,9 @@ def _part_factory(directory: Path, spec, class_names: list[str], batch_size: int
 
 
 def _cached_features(spec, base_dir: Path, directories: dict, class_names: list[str], batch_size: int,
-                     seed: int) -> tuple[dict, dict]:
-    """Run the pretrained base once over every part and serve the features from memory."""
+                     seed: int) -> tuple[dict, dict, Any]:
+    """Run the pretrained base once over every part and serve the features from memory (the
+    training part also as a seekable seeded stream)."""
     from dlrun.model.pretrained import build_application
 
     feats = spec.features
@@ -154,7 +160,9 @@ def _cached_features(spec, base_dir: Path, directories: dict, class_names: list[
         "base_layers": len(base.layers),
         "base_params": int(base.count_params()),
     }
-    return cached, info
+    x, y = arrays["train"]
+    seeded = seed if spec.shuffle else None
+    return cached, info, lambda: array_stream(x, y, batch_size, seeded)
 
 
 def _extract(base, batches) -> tuple[np.ndarray, np.ndarray]:

@@ -36,7 +36,7 @@ import numpy as np
 
 from dlrun.data.dataset import StreamedDataset
 from dlrun.data.files import resolve_path
-from dlrun.data.windows import Windows, batches, last_value_mae, window_dataset
+from dlrun.data.windows import Windows, batches, last_value_mae, window_dataset, window_stream
 from dlrun.errors import DataError, did_you_mean
 
 PARTS = ("train", "validation", "test")
@@ -66,12 +66,12 @@ def load_timeseries(spec, base_dir: Path, *, seed: int, batch_size: int) -> Stre
     # The baseline in float64 (the windows are float32): its figure is exact to print.
     target_series = (values[:, target] - fitted.get("mean", {}).get(spec.target, 0.0)) / scale
 
-    def factory(name: str):
+    def factory(name: str, make=window_dataset):
         part_start, part_end = ranges[name]
         part = series[part_start:part_end]
         training = name == "train"
-        return lambda: window_dataset(part, windows, target, batch_size=batch_size, seed=seed,
-                                      shuffle=training and spec.shuffle, reverse=spec.reverse)
+        return lambda: make(part, windows, target, batch_size=batch_size, seed=seed,
+                            shuffle=training and spec.shuffle, reverse=spec.reverse)
 
     baselines: dict[str, float] = {}
 
@@ -100,7 +100,7 @@ def load_timeseries(spec, base_dir: Path, *, seed: int, batch_size: int) -> Stre
         train=factory("train"),
         validation=factory("validation") if "validation" in ranges else None,
         test=factory("test") if "test" in ranges else None,
-        info=info, fitted=fitted, extra_metrics=extra_metrics,
+        info=info, fitted=fitted, extra_metrics=extra_metrics, train_stream=factory("train", window_stream),
     )
 
 

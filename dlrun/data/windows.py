@@ -67,6 +67,33 @@ def window_dataset(part: np.ndarray, windows: Windows, target_column: int, *, ba
     import tensorflow as tf
 
     rows = windows.rows(0, len(part))
+    dataset = tf.data.Dataset.from_tensor_slices(rows)
+    if shuffle:  # row numbers only: a full-size buffer costs 8 bytes a window
+        dataset = dataset.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size).map(_gatherer(part, windows, target_column, reverse),
+                                            num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def window_stream(part: np.ndarray, windows: Windows, target_column: int, *, batch_size: int,
+                  shuffle: bool = False, seed: int = 0, reverse: bool = False):
+    """The same batches as :func:`window_dataset`, as a seekable stream of passes whose order
+    depends only on ``seed`` (dlrun.data.streams.BatchStream): a resumed job continues it."""
+    import tensorflow as tf
+
+    from dlrun.data.streams import BatchStream
+
+    rows = windows.rows(0, len(part))
+    gather, row_numbers = _gatherer(part, windows, target_column, reverse), tf.constant(rows)
+    return BatchStream(len(rows), batch_size, seed if shuffle else None,
+                       lambda picked: gather(tf.gather(row_numbers, picked)))
+
+
+def _gatherer(part: np.ndarray, windows: Windows, target_column: int, reverse: bool):
+    """``gather(i)``: the batch ``(x, y)`` of the windows ending before rows ``i``, gathered
+    from one tensor inside the tf.data graph."""
+    import tensorflow as tf
+
     offsets = windows.offsets[::-1] if reverse else windows.offsets
     series = tf.convert_to_tensor(part, tf.float32)
     targets = tf.convert_to_tensor(part[:, target_column], tf.float32)
@@ -76,11 +103,7 @@ def window_dataset(part: np.ndarray, windows: Windows, target_column: int, *, ba
     def gather(i):  # i: the batch's rows, (batch,)
         return tf.gather(series, i[:, None] + offsets), tf.gather(targets, i + delay)
 
-    dataset = tf.data.Dataset.from_tensor_slices(rows)
-    if shuffle:  # row numbers only: a full-size buffer costs 8 bytes a window
-        dataset = dataset.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return gather
 
 
 def last_value_mae(target: np.ndarray, windows: Windows) -> float:

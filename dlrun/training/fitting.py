@@ -130,7 +130,7 @@ class _Fitting:
         callbacks = self._callbacks(epochs, states, (start, skip, restore) if skip else None)
         self.guard.batch_offset = skip
         try:
-            history = self.model.fit(**_inputs(recipe, data, start, stop_at, skip), epochs=stop_at,
+            history = self.model.fit(**_inputs(recipe, data, start, skip), epochs=stop_at,
                                      initial_epoch=start, validation_data=data.validation, callbacks=callbacks,
                                      verbose=0).history
         finally:
@@ -189,18 +189,26 @@ class _Fitting:
             f"(compile.optimizer: {{Adam: {{clipnorm: 1.0}}}})")
 
 
-def _inputs(recipe, data, start: int, end: int, skip: int = 0) -> dict[str, Any]:
-    """What ``fit`` trains on from epoch ``start`` to ``end``, ``skip`` batches of the first already trained."""
-    if data.streamed:
-        steps = recipe.fit.steps_per_epoch
-        # A stream starts over in a new process: skipping keeps the epoch's length, not its exact batches.
+def _inputs(recipe, data, start: int, skip: int = 0) -> dict[str, Any]:
+    """What ``fit`` trains on from epoch ``start`` on, ``skip`` batches of that epoch already trained."""
+    stream = data.stream if data.streamed else _array_stream(recipe, data, skip)
+    more = {"validation_steps": recipe.fit.validation_steps} if data.streamed else {}
+    if stream is not None:  # batch k of the job's seeded stream, wherever the job stopped
+        steps = (recipe.fit.steps_per_epoch if data.streamed else None) or stream.batches_per_pass
+        return {"x": stream.dataset(start * steps + skip), "steps_per_epoch": steps - skip, "shuffle": False, **more}
+    if data.streamed:  # an image folder in tf.data's order, which starts over in a new process:
+        steps = recipe.fit.steps_per_epoch  # skipping keeps the epoch's length, not its exact batches
         return {"x": data.train.skip(skip) if skip else data.train, "steps_per_epoch": steps - skip if steps else None,
-                "validation_steps": recipe.fit.validation_steps, "shuffle": False}  # the source shuffles
+                "shuffle": False, **more}
     x, y = data.train
-    if skip or (recipe.fit.shuffle and (recipe.deterministic or recipe.fit.checkpoint_steps)):
-        from dlrun.training.feeding import ordered_epochs
-
-        seed = recipe.seed if recipe.fit.shuffle else None
-        dataset, steps = ordered_epochs(x, y, recipe.fit.batch_size, seed, start, end, skip)
-        return {"x": dataset, "steps_per_epoch": steps, "shuffle": False}  # ordered by (seed, epoch)
     return {"x": x, "y": y, "batch_size": recipe.fit.batch_size, "shuffle": recipe.fit.shuffle}
+
+
+def _array_stream(recipe, data, skip: int):
+    """In-memory arrays go through a seeded stream where a resume must see the same batches."""
+    if not (skip or (recipe.fit.shuffle and (recipe.deterministic or recipe.fit.checkpoint_steps))):
+        return None
+    from dlrun.data.streams import array_stream
+
+    x, y = data.train
+    return array_stream(x, y, recipe.fit.batch_size, recipe.seed if recipe.fit.shuffle else None)

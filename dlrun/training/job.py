@@ -49,6 +49,7 @@ class JobData:
     test: Any = None
     streamed: bool = False
     fitted: Any = None  # what preprocessing.json records
+    stream: Any = None  # the training part as a seekable BatchStream (streamed sources that have one)
 
     def few(self) -> tuple[np.ndarray, np.ndarray]:
         """A few training samples (inputs, targets) as arrays: shapes and one test batch."""
@@ -175,6 +176,7 @@ def _streamed_parts(ds: StreamedDataset, recipe: Recipe, evaluate_test: bool) ->
         ds.test() if evaluate_test and ds.test is not None else None,
         streamed=True,
         fitted=ds.fitted,
+        stream=ds.train_stream() if ds.train_stream is not None else None,
     )
 
 
