@@ -11,8 +11,9 @@ alternating order, quickstart-sized model (Dense 512 on 3,600 MNIST-shaped rows,
 from __future__ import annotations
 
 import os
-import statistics
 import time
+
+from _alternating import measure_in_turns, print_ratios
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -44,15 +45,8 @@ def main(pairs: int = 4, epochs: int = 4) -> None:
 
     sides = {"no check": lambda: [], "dlrun check (async)": lambda: [nonfinite_guard()],
              "blocking per-batch check": blocking_guard}
-    times = {name: [] for name in sides}
-    for pair in range(pairs):
-        for name in (list(sides) if pair % 2 else list(reversed(sides))):
-            times[name].append(seconds_per_epoch(sides[name]))
-    base = statistics.median(times["no check"])
-    for name, values in times.items():
-        median = statistics.median(values)
-        print(f"{name:26s} {median * 1000:7.1f} ms/epoch  ratio {median / base:.3f}  "
-              f"[{', '.join(f'{v * 1000:.0f}' for v in values)}]")
+    times = measure_in_turns(sides, seconds_per_epoch, pairs)
+    print_ratios(times, "no check")
 
 
 if __name__ == "__main__":

@@ -11,18 +11,22 @@ Import it the way tests import ``_mlflow_server``::
 
 from __future__ import annotations
 
-_IRIS = """\
-name: {name}
+# Iris with a hold-out split (test and validation 20 %), standardized, labels one-hot.
+_DATA = """\
 data:
   source: embedded
   name: iris
 {shuffle}  split:
-    test: {{fraction: 0.2}}
-    validation: {{fraction: 0.2}}
+    test: {fraction: 0.2}
+    validation: {fraction: 0.2}
 preprocessing:
-  - {{transform: standardize}}
-  - {{transform: one_hot}}
-model:
+  - {transform: standardize}
+  - {transform: one_hot}
+"""
+
+_IRIS = """\
+name: {name}
+{data}model:
   layers:
     - Dense: {{units: {units}, activation: relu}}
     - Dense: {{units: 3, activation: softmax}}
@@ -51,24 +55,14 @@ def iris_recipe(
     if extra and not extra.endswith("\n"):
         extra += "\n"
     return _IRIS.format(name=name, epochs=epochs, units=units, optimizer=optimizer, extra=extra,
-                        shuffle="  shuffle: true\n" if shuffle else "")
+                        data=_data(shuffle))
 
 
 _RESUMABLE = """\
 name: {name}
 deterministic: true
 plugins: [{plugins}]
-data:
-  source: embedded
-  name: iris
-  shuffle: true
-  split:
-    test: {{fraction: 0.2}}
-    validation: {{fraction: 0.2}}
-preprocessing:
-  - {{transform: standardize}}
-  - {{transform: one_hot}}
-model:
+{data}model:
   layers:
     - Dense: {{units: 16, activation: relu}}
     - Dropout: {{rate: 0.2}}
@@ -90,7 +84,11 @@ def resumable_iris_recipe(name: str, *, epochs: int = 12, fit: str = "", callbac
     """``fit``: more ``fit:`` keys as YAML lines (``"checkpoint_steps: 7"``); ``callbacks``: more
     callbacks, one YAML flow mapping a line; ``plugins``: the ``plugins:`` list's items."""
     return _RESUMABLE.format(name=name, epochs=epochs, plugins=plugins, fit=_lines(fit, "  "),
-                             callbacks=_lines(callbacks, "    - "))
+                             callbacks=_lines(callbacks, "    - "), data=_data(shuffle=True))
+
+
+def _data(shuffle: bool) -> str:
+    return _DATA.replace("{shuffle}", "  shuffle: true\n" if shuffle else "")
 
 
 def _lines(text: str, prefix: str) -> str:

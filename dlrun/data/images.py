@@ -9,8 +9,8 @@ the cached feature arrays instead (the book's fast feature extraction, 5.3.1).
 from __future__ import annotations
 
 import time
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 

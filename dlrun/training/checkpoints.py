@@ -50,7 +50,6 @@ class Checkpoint:
     metrics: str | None = None  # the file of that epoch's metric accumulators
 
 
-
 def _seed_variables(model) -> list:
     return [v for v in model.variables if "seed_generator_state" in v.path]
 
