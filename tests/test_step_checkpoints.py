@@ -222,7 +222,7 @@ def test_the_fine_tuning_stage_resumes_mid_epoch(recipes_dir, tmp_path, stop_onc
 
     folder = write_image_folder(tmp_path / "cats_and_dogs_small", {"train": 6, "validation": 3, "test": 3})
     overrides = [f"data.path={folder}", "data.image_size=[32, 32]", "model.layers[4].Pretrained.weights=null",
-                 "fit.epochs=1", "fit.fine_tune.epochs=2", "fit.batch_size=2", "fit.checkpoint_steps=1",
+                 "fit.epochs=1", "fit.fine_tune.epochs=2", "fit.batch_size=2", "fit.checkpoint_steps=4",
                  *stop_once(2, 2)]
     summary, run_dir = _interrupt_then_resume(recipes_dir / "vgg16_fine_tuning.yaml", overrides, tmp_path / "out",
                                               "resumed after epoch 1 and 2 batches of epoch 2 (stage 2)")
