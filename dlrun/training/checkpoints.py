@@ -83,8 +83,10 @@ def save_checkpoint(job_dir: Path, model, epoch: int, stage: int, stage_end: int
     best = {}  # callback index → its saved best weights (EarlyStopping(restore_best_weights))
     for i, cb in enumerate(callbacks):
         if getattr(cb, "best_weights", None):
-            best[i] = f"best-{at}-{i}.npz"
-            np.savez(folder / best[i], *cb.best_weights)
+            # They change only when an epoch ends: the saves inside the next epoch reuse this file.
+            best[i] = f"best-{epoch}-{i}.npz"
+            if not (folder / best[i]).is_file():
+                _save_arrays(folder / best[i], cb.best_weights)
     state = {
         "epoch": epoch,
         "batch": batch,
@@ -106,6 +108,14 @@ def save_checkpoint(job_dir: Path, model, epoch: int, stage: int, stage_end: int
         if old.name not in keep:
             old.unlink(missing_ok=True)
     return True
+
+
+def _save_arrays(path: Path, arrays: list) -> None:
+    """An .npz written whole or not at all (a later save may reuse it as it finds it)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        np.savez(fh, *arrays)
+    os.replace(tmp, path)
 
 
 def load_checkpoint(job_dir: Path) -> Checkpoint | None:

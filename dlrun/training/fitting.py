@@ -53,12 +53,12 @@ def train_stages(ctx, model, data, job: str, epochs: int, stop, checkpoint=None)
             from dlrun.training.checkpoints import save_checkpoint
 
             save_checkpoint(ctx.run_dir.path, model, start, 2, end, own, fine_tune.epochs)
-    more = fitting.fit(start, end, total, 2, checkpoint)
-    return {k: history.get(k, []) + more.get(k, []) for k in {*history, *more}}
+    return joined(history, fitting.fit(start, end, total, 2, checkpoint))
 
 
-def checkpoint_mid_epoch(checkpoint) -> bool:
-    return checkpoint is not None and checkpoint.batch > 0
+def joined(first: dict[str, list], then: dict[str, list]) -> dict[str, list]:
+    """Two stretches of a history, one after the other, key by key."""
+    return {k: first.get(k, []) + then.get(k, []) for k in {*first, *then}}
 
 
 def start_fine_tuning(model, recipe) -> dict:
@@ -112,15 +112,14 @@ class _Fitting:
         model = self.model
         states = saved_callback_states(checkpoint) if checkpoint is not None else None
         history: dict[str, list] = {}
-        if checkpoint_mid_epoch(checkpoint):
+        if checkpoint is not None and checkpoint.batch:
             build_metrics(model, *self.data.few())
             history = self._run((start, start + 1, end, total, stage), states, skip=checkpoint.batch,
                                 restore=lambda: restore_metrics(model, checkpoint))
             if pending() or model.stop_training or start + 1 >= end:  # interrupted, stopped early, or done
                 return history
             start, states = start + 1, current_callback_states(self.own)  # the next fit resets them
-        more = self._run((start, end, end, total, stage), states)
-        return {k: history.get(k, []) + more.get(k, []) for k in {*history, *more}}
+        return joined(history, self._run((start, end, end, total, stage), states))
 
     def _run(self, epochs: tuple[int, int, int, int, int], states, skip: int = 0, restore=None) -> dict[str, list]:
         """One ``model.fit`` from epoch ``start`` to ``stop_at`` (the stage ends at ``end``), after

@@ -15,7 +15,7 @@ from dlrun.data.dataset import Dataset, StreamedDataset, plain, rows
 from dlrun.data.splits import Split
 from dlrun.data.transforms import FittedPipeline, fit_pipeline
 from dlrun.recipe.schema import Recipe
-from dlrun.training.fitting import record_model_facts, start_fine_tuning
+from dlrun.training.fitting import joined, record_model_facts, start_fine_tuning
 
 
 @dataclass
@@ -234,7 +234,7 @@ def run_job(
     metrics: dict[str, float] = {}
     with safe_points():  # Ctrl-C/SIGTERM stop at the next batch, then raise
         history = train_stages(ctx, model, data, split.name, epochs, stop, checkpoint)
-        history = {k: earlier.get(k, []) + history.get(k, []) for k in {*earlier, *history}}
+        history = joined(earlier, history)
         if not pending():  # a noted signal is raised as Interrupted when this block ends
             if data.validation is not None:
                 metrics.update(_evaluate(model, data.validation, recipe.fit.batch_size, "val_", [stop]))
