@@ -79,14 +79,12 @@ def window_stream(part: np.ndarray, windows: Windows, target_column: int, *, bat
                   shuffle: bool = False, seed: int = 0, reverse: bool = False):
     """The same batches as :func:`window_dataset`, as a seekable stream of passes whose order
     depends only on ``seed`` (dlrun.data.streams.BatchStream): a resumed job continues it."""
-    import tensorflow as tf
-
     from dlrun.data.streams import BatchStream
 
-    rows = windows.rows(0, len(part))
-    gather, row_numbers = _gatherer(part, windows, target_column, reverse), tf.constant(rows)
-    return BatchStream(len(rows), batch_size, seed if shuffle else None,
-                       lambda picked: gather(tf.gather(row_numbers, picked)))
+    gather = _gatherer(part, windows, target_column, reverse)
+    # Window k ends before row lookback + k (Windows.rows from 0).
+    return BatchStream(windows.count(0, len(part)), batch_size, seed if shuffle else None,
+                       lambda picked: gather(picked + windows.lookback))
 
 
 def _gatherer(part: np.ndarray, windows: Windows, target_column: int, reverse: bool):

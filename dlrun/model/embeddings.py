@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dlrun.data.files import resolve_path
 from dlrun.errors import ModelBuildError
 
 RESERVED = ("", "[UNK]")  # TextVectorization's padding and out-of-vocabulary tokens
@@ -38,7 +39,7 @@ def make_pretrained_embedding(args: dict, context, where: str):
         raise ModelBuildError(
             f"{where}: needs a vocabulary to look words up: put a text_vectorization step with output_mode: int "
             f"in 'preprocessing' (the embedding's row i is the vector of that vocabulary's word i)")
-    path = (Path(context.base_dir) / Path(path_arg).expanduser()).resolve()
+    path = resolve_path(path_arg, context.base_dir).resolve()
     matrix, found = embedding_matrix(path, vocabulary, where)
     words = sum(1 for i, w in enumerate(vocabulary) if not _reserved(i, w))
     context.facts.update({"embedding_path": str(path), "embedding_dim": int(matrix.shape[1]),

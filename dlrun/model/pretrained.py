@@ -88,7 +88,9 @@ def _resolve_weights(weights, base_dir: Path, where: str):
         return weights
     if not isinstance(weights, str):
         raise ModelBuildError(f"{where}.weights: expected imagenet, a weights file path or null, not {weights!r}")
-    path = (Path(base_dir) / weights).resolve()
+    from dlrun.data.files import resolve_path
+
+    path = resolve_path(weights, base_dir).resolve()
     if not path.is_file():
         raise ModelBuildError(f"{where}.weights: no such weights file: {path} — give imagenet, a local "
                               f".h5/.keras/.weights.h5 file (relative to the recipe) or null")

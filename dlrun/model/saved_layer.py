@@ -5,16 +5,14 @@ is read from the recipe's folder."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from dlrun.errors import ModelBuildError
 
 
 def make_saved_model_layer(args: dict, context, where: str):
+    from dlrun.data.files import resolve_path
     from dlrun.model.saved import load_keras_model
 
-    path = Path(str(args["path"])).expanduser()
-    path = path if path.is_absolute() else Path(context.base_dir) / path
+    path = resolve_path(str(args["path"]), context.base_dir)
     model = load_keras_model(path, compile=False, where=f"{where}.path")
     trainable = args.get("trainable", False)
     if not isinstance(trainable, bool):

@@ -167,16 +167,20 @@ def _input_dtype(x) -> str:
 
 
 def _streamed_parts(ds: StreamedDataset, recipe: Recipe, evaluate_test: bool) -> JobData:
-    train = ds.train()
-    if recipe.fit.steps_per_epoch:
-        train = train.repeat()  # the book's generators cycle; steps_per_epoch ends an epoch
+    stream = ds.train_stream() if ds.train_stream is not None else None
+    if stream is not None:  # fit reads the stream; its start gives the few samples (no second pipeline)
+        train = stream.dataset()
+    else:
+        train = ds.train()
+        if recipe.fit.steps_per_epoch:
+            train = train.repeat()  # the book's generators cycle; steps_per_epoch ends an epoch
     return JobData(
         train,
         ds.validation() if ds.validation is not None else None,
         ds.test() if evaluate_test and ds.test is not None else None,
         streamed=True,
         fitted=ds.fitted,
-        stream=ds.train_stream() if ds.train_stream is not None else None,
+        stream=stream,
     )
 
 
