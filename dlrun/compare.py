@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from dlrun import tables
 from dlrun.metric_direction import lower_is_better
 from dlrun.errors import UsageError, did_you_mean
 from dlrun.track.rundir import HISTORY_FILE, STATUS_FILE, RunDir, safe_name
@@ -360,28 +361,10 @@ def table_cells(result: Comparison) -> tuple[list[str], list[list[str]]]:
 
 
 def plain_table(result: Comparison) -> str:
-    header, rows = table_cells(result)
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-
-    return "\n".join([line(header), *(line(r) for r in rows)])
+    return tables.plain_table(*table_cells(result))
 
 
 def print_table(result: Comparison, tty: bool) -> None:
     direction = "lower" if lower_is_better(result.metric) else "higher"
-    if not tty:
-        print(plain_table(result))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    header, rows = table_cells(result)
     smoothed = f", plot smoothed ×{result.smooth}" if result.smooth else ""
-    table = Table(title=f"{result.metric} ({direction} is better{smoothed})")
-    for i, name in enumerate(header):
-        table.add_column(name, justify="left" if i == 0 else "right")
-    for row in rows:
-        table.add_row(*row)
-    Console().print(table)
+    tables.render_table(*table_cells(result), title=f"{result.metric} ({direction} is better{smoothed})", tty=tty)

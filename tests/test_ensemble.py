@@ -121,6 +121,18 @@ def test_members_see_their_training_inputs(kfold_run, output_root):
             logged["val_loss"], rel=1e-4)
 
 
+def test_kfold_recipe_is_read_once(kfold_run, output_root, monkeypatch):
+    """The K-fold run's recipe.yaml is read and validated once, not once per fold."""
+    from dlrun.ensembling import members
+
+    calls = []
+    real = members._recipe
+    monkeypatch.setattr(members, "_recipe", lambda run: calls.append(run) or real(run))
+    folds = members.resolve_members([kfold_run], output_root)
+    assert len(folds) == 3 and calls == [Path(kfold_run)]
+    assert all(m.recipe is folds[0].recipe for m in folds)
+
+
 def test_given_and_fitted_weights(kfold_run, output_root):
     one = ensemble([kfold_run], weights="2,0,0", output_root=output_root, track=False)
     assert one.weights == [1.0, 0.0, 0.0] and one.weights_from == "given"

@@ -29,10 +29,19 @@ def parse_weights(text: str | None, n: int) -> np.ndarray | None:
     return values / values.sum()
 
 
+def stack_predictions(predictions: Sequence[np.ndarray]) -> np.ndarray:
+    """The members' predictions as one float64 array, members first."""
+    return np.stack([np.asarray(p, dtype=np.float64) for p in predictions])
+
+
+def average_stacked(stacked: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """The (weighted) average of predictions already put together by :func:`stack_predictions`."""
+    w = np.full(len(stacked), 1.0 / len(stacked)) if weights is None else np.asarray(weights, dtype=np.float64)
+    return np.tensordot(w, stacked, axes=1).astype(np.float32)
+
+
 def average(predictions: Sequence[np.ndarray], weights: np.ndarray | None = None) -> np.ndarray:
-    stack = np.stack([np.asarray(p, dtype=np.float64) for p in predictions])
-    w = np.full(len(stack), 1.0 / len(stack)) if weights is None else np.asarray(weights, dtype=np.float64)
-    return np.tensordot(w, stack, axes=1).astype(np.float32)
+    return average_stacked(stack_predictions(predictions), weights)
 
 
 class Scorer:
@@ -63,15 +72,16 @@ def fit_weights_shared(scorer: Scorer, predictions: Sequence[np.ndarray], y: np.
     member trained on (SLSQP from equal weights)."""
     from scipy.optimize import minimize
 
-    n = len(predictions)
+    stacked = stack_predictions(predictions)  # once: the optimizer evaluates the loss many times
+    n = len(stacked)
     start = np.full(n, 1.0 / n)
     result = minimize(
-        lambda w: scorer.loss(average(predictions, np.clip(w, 0, None)), y), start, method="SLSQP",
+        lambda w: scorer.loss(average_stacked(stacked, np.clip(w, 0, None)), y), start, method="SLSQP",
         bounds=[(0.0, 1.0)] * n, constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0}],
         options={"maxiter": 200, "ftol": 1e-10},
     )
     w = np.clip(result.x if np.all(np.isfinite(result.x)) else start, 0, None)
-    if scorer.loss(average(predictions, w / w.sum()), y) > scorer.loss(average(predictions, start), y):
+    if scorer.loss(average_stacked(stacked, w / w.sum()), y) > scorer.loss(average_stacked(stacked, start), y):
         return start  # never worse than the plain mean on the data it was fitted on
     return w / w.sum()
 

@@ -82,10 +82,11 @@ def _no_model(path: Path, resolved: dict) -> UsageError:
     return UsageError(f"no saved model in {path} ({MODEL_FILE}): {why}")
 
 
-def _member(path: Path, label: str) -> Member:
-    """One saved model: a hold-out run, a fold directory or a refit (``final``) directory."""
+def _member(path: Path, label: str, read_recipe=_recipe) -> Member:
+    """One saved model: a hold-out run, a fold directory or a refit (``final``) directory.
+    ``read_recipe(run)`` gives the run's recipe as :func:`_recipe` does (a caller may cache it)."""
     run = _top_run(path)
-    recipe, resolved, base_dir = _recipe(run)
+    recipe, resolved, base_dir = read_recipe(run)
     if not (path / MODEL_FILE).is_file():
         raise _no_model(path, resolved)
     status = _read_json(run / "run.json")
@@ -113,6 +114,13 @@ def resolve_members(refs: list[str], output_root: Path, tracking_uri: str | None
     if not refs:
         raise UsageError("name a K-fold run (its folds are the members) or several runs to ensemble")
     paths = [resolve_run(ref, output_root, tracking_uri) for ref in refs]
+    recipes: dict[Path, tuple[Any, dict, Path]] = {}
+
+    def read_recipe(run: Path) -> tuple[Any, dict, Path]:  # each run's recipe.yaml read once, not once a fold
+        if run not in recipes:
+            recipes[run] = _recipe(run)
+        return recipes[run]
+
     members: list[Member] = []
     for path in paths:
         folds = path / "folds"
@@ -120,17 +128,17 @@ def resolve_members(refs: list[str], output_root: Path, tracking_uri: str | None
             if len(paths) > 1:
                 raise UsageError(f"{path} is a K-fold run without a refit model (final/{MODEL_FILE}): name it "
                                  "alone to ensemble its folds, or name its folds (RUN/folds/fold_N)")
-            resolved = _recipe(path)[1]
+            resolved = read_recipe(path)[1]
             for fold in sorted((p for p in folds.iterdir() if p.is_dir()), key=_fold_order):
-                members.append(_member(fold, _label(path, resolved, f" {fold.name}")))
+                members.append(_member(fold, _label(path, resolved, f" {fold.name}"), read_recipe))
             if len(members) < 2:
                 raise UsageError(f"{path} has {len(members)} fold model(s); an ensemble needs two or more")
         elif folds.is_dir():
-            members.append(_member(path / "final", _label(path, _recipe(path)[1], " final")))
+            members.append(_member(path / "final", _label(path, read_recipe(path)[1], " final"), read_recipe))
         else:
             run = _top_run(path)
             suffix = f" {path.name}" if path != run else ""
-            members.append(_member(path, _label(run, _recipe(run)[1], suffix)))
+            members.append(_member(path, _label(run, read_recipe(run)[1], suffix), read_recipe))
     if len(members) < 2:
         raise UsageError("an ensemble needs two or more models: name a K-fold run, or several runs")
     if len({m.model_path for m in members}) < len(members):

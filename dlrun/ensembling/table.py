@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dlrun import tables
 from dlrun.ensembling.core import EnsembleResult
 
 
@@ -19,29 +20,16 @@ def table_cells(result: EnsembleResult) -> tuple[list[str], list[list[str]]]:
 
 
 def plain_table(result: EnsembleResult) -> str:
-    header, rows = table_cells(result)
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-
-    return "\n".join([line(header), *(line(r) for r in rows)])
+    return tables.plain_table(*table_cells(result))
 
 
 def print_table(result: EnsembleResult, tty: bool) -> None:
     title = (f"{result.recipe}: ensemble of {len(result.members)} models on {result.n_test} test samples "
              f"(weights: {result.weights_from})")
     if not tty:
-        print(title)
-        print(plain_table(result))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
+        print(title)  # plain text keeps the title as its first line
     header, rows = table_cells(result)
-    table = Table(title=title)
-    for i, name in enumerate(header):
-        table.add_column(name, justify="left" if i == 0 else "right")
-    for i, row in enumerate(rows):
-        table.add_row(*row, style="bold" if i == len(rows) - 1 else None, end_section=i == len(rows) - 3)
-    Console().print(table)
+    # the members, then a rule, then the mean of members and the ensemble (bold)
+    styles = [{"style": "bold" if i == len(rows) - 1 else None, "end_section": i == len(rows) - 3}
+              for i in range(len(rows))]
+    tables.render_table(header, rows, title=title, tty=tty, row_styles=styles)
