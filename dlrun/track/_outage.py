@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from dlrun.report import warning_line
 from dlrun.track._writes import exception_chain
 
 try:  # POSIX; elsewhere store creation is not serialized (MLflow's own risk)
@@ -72,12 +73,7 @@ def is_outage_error(exc: BaseException | None) -> bool:
 
 def short_reason(exc: BaseException) -> str:
     """One line: the innermost cause usually names the real problem (refused, timed out)."""
-    root = exc
-    for _ in range(10):
-        nxt = root.__cause__ or root.__context__
-        if nxt is None:
-            break
-        root = nxt
+    *_, root = exception_chain(exc, limit=11)
     text = " ".join(str(root).split()) or type(root).__name__
     return text if len(text) <= 300 else text[:297] + "..."
 
@@ -152,6 +148,6 @@ def offline_notice(run_dir: Any, warn: Callable[[str], None] | None = None) -> C
         if warn is not None:
             warn(text)
         else:
-            print(f"dlrun: warning: {text}", file=sys.stderr, flush=True)
+            print(warning_line(text), file=sys.stderr, flush=True)
 
     return notice

@@ -156,13 +156,27 @@ class Tracker:
         except Exception as hook_exc:  # noqa: BLE001 - a broken hook must not stop training
             log.warning("%s (outage hook failed: %s)", offline_message(info), hook_exc)
 
-    def _call(self, fn: Callable[..., Any], *args: Any, run: "TrackedRun | None" = None, **kwargs: Any) -> Any:
-        """``fn`` through :func:`retry_locked`; None (and offline from now on) when the store
-        is unreachable. Other errors propagate."""
+    def _call(
+        self, method: str | Callable[..., Any], *args: Any, run: "TrackedRun | None" = None, **kwargs: Any
+    ) -> Any:
+        """The client method named ``method`` (or a callable) through :func:`retry_locked`;
+        None (and offline from now on) when the store is unreachable. Other errors propagate.
+
+        A name is looked up on :attr:`client` only once the tracker is known to be online: a
+        tracker that went offline while opening the store has no client (None)."""
+        if self.outage is not None:
+            return None
+        fn = getattr(self.client, method) if isinstance(method, str) else method
+        return self._guard(retry_locked, fn, *args, run=run, **kwargs)
+
+    def _guard(self, fn: Callable[..., Any], *args: Any, run: "TrackedRun | None" = None, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` once, not retried: None (and offline from now on) when the
+        store is unreachable. Other errors propagate. For writes that retry their own steps
+        (:meth:`TrackedRun.log_keras_model`)."""
         if self.outage is not None:
             return None
         try:
-            return retry_locked(fn, *args, **kwargs)
+            return fn(*args, **kwargs)
         except Exception as exc:
             if self.strict or not is_outage_error(exc):
                 raise
@@ -226,7 +240,7 @@ class Tracker:
         if parent is not None and parent.run_id is not None:
             all_tags[TAG_PARENT] = parent.run_id
         run = self._call(
-            self.client.create_run, self.experiment_id, tags=all_tags, run_name=run_name, start_time=start_time
+            "create_run", self.experiment_id, tags=all_tags, run_name=run_name, start_time=start_time
         )
         if run is None:
             return TrackedRun(self, None, run_name)
@@ -237,10 +251,10 @@ class Tracker:
         the store (``run_id`` None, or offline) stays offline: ``dlrun sync`` uploads it later."""
         if run_id is None or self.outage is not None:
             return TrackedRun(self, None)
-        run = self._call(self.client.get_run, run_id)
+        run = self._call("get_run", run_id)
         if run is None:
             return TrackedRun(self, None)
-        self._call(self.client.update_run, run_id, status="RUNNING")
+        self._call("update_run", run_id, status="RUNNING")
         return TrackedRun(self, run_id, run.info.run_name)
 
 
@@ -271,10 +285,12 @@ class TrackedRun:
     def offline(self) -> bool:
         return self.run_id is None or self.tracker.offline
 
-    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def _call(self, method: str | Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """:meth:`Tracker._call` for this run: pass the client method's *name*, so that an
+        offline run (whose tracker may have no client) never touches the client."""
         if self.offline:
             return None
-        return self.tracker._call(fn, *args, run=self, **kwargs)
+        return self.tracker._call(method, *args, run=self, **kwargs)
 
     def __enter__(self) -> "TrackedRun":
         return self
@@ -300,7 +316,7 @@ class TrackedRun:
         flat = flatten_params(params)
         items = [Param(k, v) for k, v in flat.items()]
         for i in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
-            self._call(self.client.log_batch, self.run_id, params=items[i : i + MAX_PARAMS_TAGS_PER_BATCH])
+            self._call("log_batch", self.run_id, params=items[i : i + MAX_PARAMS_TAGS_PER_BATCH])
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         if self.offline:
@@ -311,7 +327,7 @@ class TrackedRun:
             RunTag(_safe_key(str(k)), _truncate(str(v), MAX_TAG_VAL_LENGTH)) for k, v in tags.items()
         ]
         for i in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
-            self._call(self.client.log_batch, self.run_id, tags=items[i : i + MAX_PARAMS_TAGS_PER_BATCH])
+            self._call("log_batch", self.run_id, tags=items[i : i + MAX_PARAMS_TAGS_PER_BATCH])
 
     # ------------------------------------------------------------------ metrics
 
@@ -354,7 +370,7 @@ class TrackedRun:
             batch, self._buffer = self._buffer, []
             self._drain_queued = False
         for i in range(0, len(batch), MAX_METRICS_PER_BATCH):
-            self._call(self.client.log_batch, self.run_id, metrics=batch[i : i + MAX_METRICS_PER_BATCH])
+            self._call("log_batch", self.run_id, metrics=batch[i : i + MAX_METRICS_PER_BATCH])
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Log metrics now (synchronously); ``step=None`` is MLflow's step 0."""
@@ -362,7 +378,7 @@ class TrackedRun:
             return
         batch = self._metrics(metrics, step)
         for i in range(0, len(batch), MAX_METRICS_PER_BATCH):
-            self._call(self.client.log_batch, self.run_id, metrics=batch[i : i + MAX_METRICS_PER_BATCH])
+            self._call("log_batch", self.run_id, metrics=batch[i : i + MAX_METRICS_PER_BATCH])
 
     def flush(self) -> list[BaseException]:
         """Wait until this run's queued epoch metrics are written; return write errors."""
@@ -373,13 +389,13 @@ class TrackedRun:
     # ------------------------------------------------------------------ artifacts, model
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
-        self._call(self.client.log_artifact, self.run_id, str(path), artifact_path)
+        self._call("log_artifact", self.run_id, str(path), artifact_path)
 
     def log_artifacts(self, directory: str | os.PathLike, artifact_path: str | None = None) -> None:
-        self._call(self.client.log_artifacts, self.run_id, str(directory), artifact_path)
+        self._call("log_artifacts", self.run_id, str(directory), artifact_path)
 
     def artifact_uri(self) -> str | None:
-        run = self._call(self.client.get_run, self.run_id)
+        run = self._call("get_run", self.run_id)
         return None if run is None else run.info.artifact_uri
 
     def log_keras_model(self, model: Any, name: str = "model", **kwargs: Any) -> str | None:
@@ -393,7 +409,11 @@ class TrackedRun:
             return None
         from dlrun.track._keras_model import log_keras_model
 
-        return self._call(log_keras_model, self.client, self.experiment_id, self.run_id, model, name, **kwargs)
+        # Not through _call: log_keras_model retries each of its steps on a locked store
+        # itself, and every attempt of the whole would create another LoggedModel.
+        return self.tracker._guard(
+            log_keras_model, self.tracker.client, self.experiment_id, self.run_id, model, name, run=self, **kwargs
+        )
 
     # ------------------------------------------------------------------ end
 
@@ -425,5 +445,5 @@ class TrackedRun:
                 self.set_tags(tags)
             except Exception as exc:  # noqa: BLE001 - still try to set the status
                 log.warning("could not record the error of run %s: %s", self.run_id, exc)
-        self._call(self.client.set_terminated, self.run_id, status, end_time)
+        self._call("set_terminated", self.run_id, status, end_time)
         self.status = status
