@@ -366,3 +366,66 @@ compile: {loss: mse}
     assert context.facts["saved_models"]["enc"]["trainable"] is False
     errors = _errors(tmp_path, text.replace("{path: encoder.keras}", "{pth: encoder.keras}"))
     assert any("SavedModel has no argument 'pth' — did you mean 'path'?" in e for e in errors)
+
+
+ONE_OUT = """\
+name: one_out
+data: {source: npz, path: d.npz, x: a, y: y}
+model:
+  type: graph
+  inputs: {a: {shape: [3]}}
+  nodes:
+    hidden: {layer: {Dense: {units: 4, activation: relu}}, inputs: a}
+    price: {layer: {Dense: {units: 1}}, inputs: hidden}
+  outputs: price
+compile: {loss: {price: {Huber: {delta: 1.0}}}}
+fit: {epochs: 1, batch_size: 8, checkpoint: false}
+"""
+
+
+@pytest.mark.parametrize("loss, per_output", [
+    ("mse", False), ({"Huber": None}, False), ({"Huber": {}}, False), ({"Huber": {"delta": 1}}, False),
+    ({"Huber": {"delta": 1, "name": "h"}}, False), ({"Huber": {"reduction": None}}, False),  # a loss name
+    ({"age": "mse", "b": "mae"}, True), ({"answr": "mse"}, True), ({"price": {"Huber": {"delta": 1}}}, True),
+    ({"price": {"Huber": None}}, True), ({"price": {"MyLoss": {"k": {"x": 1}}}}, True), ({}, False), (None, False),
+])
+def test_one_rule_tells_one_loss_from_one_per_output(loss, per_output):
+    from dlrun.recipe.graph_check import loss_is_per_output, per_output as per_output_items
+    from dlrun.recipe.schema import CompileSpec
+
+    assert loss_is_per_output(loss) is per_output
+    assert bool(list(per_output_items(loss, "loss"))) is per_output  # what the catalog check walks
+    if loss:
+        parsed = CompileSpec.model_validate({"loss": loss}).loss
+        assert isinstance(parsed, dict) is per_output
+
+
+def test_a_single_output_keyed_loss_with_arguments_validates_and_trains(tmp_path):
+    """``loss: {price: {Huber: {delta: 1}}}`` is the output 'price''s loss, not a loss named 'price'."""
+    import keras
+
+    import dlrun
+    from dlrun.model.builder import build_model, compile_model
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", a=rng.normal(size=(32, 3)).astype("float32"),
+             y=rng.normal(size=(32, 1)).astype("float32"))
+    path = tmp_path / "r.yaml"
+    path.write_text(ONE_OUT)
+    recipe = load_recipe(path).recipe
+    assert set(recipe.compile.loss) == {"price"} and recipe.compile.loss["price"].name == "Huber"
+    assert recipe.compile.loss_names == ["Huber"]
+    assert load_recipe(path).resolved["compile"]["loss"] == {"price": {"Huber": {"delta": 1.0}}}
+    model = build_model(recipe.model, None, name="one_out")
+    compile_model(model, recipe.compile)
+    assert isinstance(model.loss["price"], keras.losses.Huber) and model.loss["price"]._fn_kwargs["delta"] == 1.0
+    summary = dlrun.train(path, output_root=tmp_path / "out")
+    assert summary.status == "FINISHED" and np.isfinite(summary.metrics["best_loss"]), summary.metrics
+    # a typo in the output name is located as one, not read as an unknown loss
+    errors = _errors(tmp_path, ONE_OUT.replace("{loss: {price:", "{loss: {prise:"))
+    assert any("compile.loss.prise: unknown output 'prise' — did you mean 'price'?" in e for e in errors), errors
+    assert not any("unknown loss" in e for e in errors), errors
+    # written for a sequential model, the same form asks for a graph model
+    errors = _errors(tmp_path, "name: s\ndata: {source: embedded, name: iris}\nmodel: {layers: [{Dense: {units: 3}}]}\n"
+                               "compile: {loss: {out: {Huber: {delta: 1.0}}}}\n")
+    assert any("compile.loss: a loss per output needs a graph model" in e for e in errors), errors

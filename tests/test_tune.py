@@ -204,3 +204,70 @@ def test_pruning_reporter_stops_holdout_at_the_epoch_and_kfold_before_the_next_f
     assert trial.reports == [(1, 2.0), (2, 3.0)]  # the running mean, one step per fold
     with pytest.raises(PrunedRun, match="after fold_2"):
         folds.job_started("fold_3", 3)
+
+
+def test_best_recipe_written_elsewhere_keeps_every_relative_file(tmp_path):
+    """Not only data.path: recipe layers' files (embeddings, saved models, weights) resolve
+    against the recipe's folder, so the best recipe, written under the output root, makes
+    them absolute; 'imagenet', null and absolute paths stay as written."""
+    from dlrun.recipe.loading import rebase_paths
+    from dlrun.tuning.best import best_recipe
+
+    import numpy as np
+
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "shared").mkdir()
+    np.savez(tmp_path / "shared" / "d.npz", x=np.zeros((4, 3)), y=np.zeros(4))
+    for name in ("vectors.txt", "encoder.keras", "base.weights.h5"):
+        (tmp_path / "shared" / name).write_text("stand-in")
+    absolute = str(tmp_path / "shared" / "encoder.keras")
+    recipe = tmp_path / "recipes" / "paths.yaml"
+    recipe.write_text(f"""\
+name: paths
+data: {{source: npz, path: ../shared/d.npz, split: {{validation: {{fraction: 0.25}}}}}}
+model:
+  type: graph
+  inputs: {{a: {{shape: [3]}}}}
+  shared:
+    enc: {{SavedModel: {{path: ../shared/encoder.keras}}}}
+  nodes:
+    emb: {{layer: {{PretrainedEmbedding: {{path: ../shared/vectors.txt}}}}, inputs: a}}
+    e1: {{shared: enc, inputs: emb}}
+    e2: {{layer: {{SavedModel: {{path: {absolute}}}}}, inputs: e1}}
+    base: {{layer: {{Pretrained: {{application: VGG16, weights: ../shared/base.weights.h5}}}}, inputs: e2}}
+    out: {{layer: {{Dense: {{units: 1}}}}, inputs: base}}
+  outputs: out
+compile: {{loss: mse}}
+fit: {{epochs: 1}}
+search:
+  space: {{fit.epochs: {{int: [1, 3]}}}}
+""", encoding="utf-8")
+    loaded = load_recipe(recipe)
+    best = best_recipe(loaded, {"fit.epochs": 3})
+    shared = (tmp_path / "shared").resolve()
+    nodes = best["model"]["nodes"]
+    assert best["fit"]["epochs"] == 3 and "search" not in best
+    assert best["data"]["path"] == str(shared / "d.npz")
+    assert best["model"]["shared"]["enc"]["SavedModel"]["path"] == str(shared / "encoder.keras")
+    assert nodes["emb"]["layer"]["PretrainedEmbedding"]["path"] == str(shared / "vectors.txt")
+    assert nodes["e2"]["layer"]["SavedModel"]["path"] == absolute
+    assert nodes["base"]["layer"]["Pretrained"]["weights"] == str(shared / "base.weights.h5")
+    assert loaded.resolved["data"]["path"] == "../shared/d.npz"  # the loaded recipe is left as is
+    elsewhere = tmp_path / "out" / "tuning" / "paths-best.yaml"  # where write_best_recipe puts it
+    elsewhere.parent.mkdir(parents=True)
+    elsewhere.write_text(yaml.safe_dump(best, sort_keys=False), encoding="utf-8")
+    again = load_recipe(elsewhere).resolved
+    assert again["model"]["nodes"]["emb"]["layer"]["PretrainedEmbedding"]["path"] == str(shared / "vectors.txt")
+    # sequential layers, a pretrained feature base's weights; imagenet/null are no files
+    raw = {"data": {"source": "image_directory", "path": "imgs", "features": {"application": "VGG16",
+                                                                            "weights": "w.h5"}},
+           "model": {"layers": [{"Pretrained": {"application": "VGG16", "weights": "imagenet"}},
+                                {"Pretrained": {"application": "VGG16", "weights": None}},
+                                {"SavedModel": {"path": "m.keras"}}, "Flatten"]}}
+    rebased = rebase_paths(raw, tmp_path)
+    assert rebased["data"]["path"] == str(tmp_path.resolve() / "imgs")
+    assert rebased["data"]["features"]["weights"] == str(tmp_path.resolve() / "w.h5")
+    assert [layer if isinstance(layer, str) else next(iter(layer.values())) for layer in rebased["model"]["layers"]] \
+        == [{"application": "VGG16", "weights": "imagenet"}, {"application": "VGG16", "weights": None},
+            {"path": str(tmp_path.resolve() / "m.keras")}, "Flatten"]
+    assert raw["data"]["path"] == "imgs"  # a copy

@@ -38,6 +38,32 @@ def input_count(name: str) -> tuple[int, int | None]:
     return MULTI_INPUT_LAYERS.get(name, (1, 1))
 
 
+def loss_is_per_output(loss: Any) -> bool:
+    """Whether ``compile.loss`` gives one loss per output (``{age: mse, price: {Huber: {delta: 1}}}``)
+    rather than one loss (``mse``, ``{Huber: {delta: 1}}``). The one place this is decided: the
+    schema, the graph wiring check and the catalog's loss check all ask here.
+
+    One loss in mapping form has a single key, the loss, whose value is its arguments (a mapping
+    of argument names to values) or null; a per-output mapping's values are losses (a name, or a
+    one-key ``{Loss: arguments-or-null}``). So a mapping is per output when it has several keys,
+    or a value is a name (arguments are never a string). The single-key form ``{K: {N: V}}`` with
+    ``V`` a mapping or null fits both readings (output ``K``'s loss ``N``, or loss ``K`` with one
+    argument ``N``); it is one loss when ``K`` is a Keras loss name, else per output. Decided by the
+    value alone, so it reads the same wherever the model's outputs are not at hand."""
+    if not isinstance(loss, dict) or not loss:
+        return False
+    if len(loss) > 1:
+        return True
+    (key, value), = loss.items()
+    if isinstance(value, str):
+        return True
+    if not (isinstance(value, dict) and len(value) == 1 and isinstance(next(iter(value.values())), (dict, type(None)))):
+        return False  # null, {}, {argument: value}, several arguments: the arguments of loss `key`
+    from dlrun.recipe.catalog import catalog  # catalog imports this module
+
+    return key not in catalog()["losses"]
+
+
 def _refs(node: dict) -> list[tuple[Path_, str]]:
     """A node's input references with their recipe paths; non-strings are the schema's business."""
     inputs = node.get("inputs")
@@ -178,8 +204,7 @@ def _per_output_names(raw: dict, input_names: list[str], outputs: list[str]):
     """compile.loss/loss_weights/metrics keyed by output, data arrays keyed by input/output."""
     comp = _mapping(raw.get("compile"))
     loss = comp.get("loss")
-    per_output_loss = isinstance(loss, dict) and (len(loss) > 1 or any(isinstance(v, str) for v in loss.values()))
-    for key, keyed in (("loss", per_output_loss), ("loss_weights", True), ("metrics", True)):
+    for key, keyed in (("loss", loss_is_per_output(loss)), ("loss_weights", True), ("metrics", True)):
         section = comp.get(key)
         if not keyed or not isinstance(section, dict):
             continue
@@ -215,7 +240,7 @@ def _per_output_without_graph(raw: dict):
     """Per-output settings and named data arrays need a graph model's named inputs/outputs."""
     comp = _mapping(raw.get("compile"))
     loss = comp.get("loss")
-    if isinstance(loss, dict) and (len(loss) > 1 or any(isinstance(v, str) for v in loss.values())):
+    if loss_is_per_output(loss):
         yield ("compile", "loss"), "a loss per output needs a graph model (model.type: graph) with named outputs", False
     for key in ("loss_weights",):
         if isinstance(comp.get(key), dict):
@@ -260,8 +285,7 @@ def graph_layers(raw: dict) -> Iterator[tuple[Path_, Any]]:
 
 def per_output(section: Any, kind: str) -> Iterator[tuple[Path_, Any]]:
     """``(path, object)`` of each loss or metric written per output (``{age: mse}``)."""
-    if kind == "loss" and isinstance(section, dict) and (
-            len(section) > 1 or any(isinstance(v, str) for v in section.values())):
+    if kind == "loss" and loss_is_per_output(section):
         for name, loss in section.items():
             yield (name,), loss
     if kind == "metrics" and isinstance(section, dict):

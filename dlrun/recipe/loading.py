@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from dlrun.errors import Location, RecipeError, RecipeIssue
 from dlrun.recipe.catalog import check_recipe_objects
+from dlrun.recipe.graph_check import graph_layers
 from dlrun.recipe.schema import Recipe
 from dlrun.recipe.validation import pydantic_issues
 from dlrun.recipe.yaml_source import Path_, SourceMap, YamlProblem, format_path, load_yaml_text
@@ -192,6 +193,40 @@ def _path_issues(recipe: Recipe, base_dir: Path, source: SourceMap) -> Iterable[
         yield _issue(source, ("data", "path"), f"no such folder or archive: {resolved}")
     elif kind is None and not resolved.is_file():
         yield _issue(source, ("data", "path"), f"no such file: {resolved}")
+
+
+# The arguments of dlrun's recipe layers (catalog.RECIPE_LAYERS) that name a file read relative
+# to the recipe's folder; ``None``/``imagenet`` weights name no file.
+RECIPE_LAYER_PATH_ARGS = {"PretrainedEmbedding": ("path",), "SavedModel": ("path",), "Pretrained": ("weights",)}
+_NOT_FILES = (None, "imagenet")
+
+
+def rebase_paths(resolved: dict, base_dir: Path) -> dict:
+    """A copy of a resolved recipe whose relative file paths are absolute, resolved against
+    ``base_dir`` (the recipe's folder): for a recipe written to another folder (``dlrun tune``'s
+    best recipe). The paths: ``data.path``, ``data.features.weights``, and the file arguments of
+    recipe layers (:data:`RECIPE_LAYER_PATH_ARGS`) among a sequential model's layers and a graph
+    model's node and shared layers. Absolute paths (``~`` included) stay as written; callback
+    paths are relative to the run folder, not the recipe, and stay too."""
+    out = copy.deepcopy(resolved)
+
+    def rebase(args: Any, key: str) -> None:
+        value = args.get(key) if isinstance(args, dict) else None
+        if isinstance(value, str) and value not in _NOT_FILES and not Path(value).expanduser().is_absolute():
+            args[key] = str((Path(base_dir) / value).resolve())
+
+    data = out.get("data")
+    if isinstance(data, dict):
+        rebase(data, "path")
+        rebase(data.get("features"), "weights")
+    model = out.get("model")
+    layers = model.get("layers") if isinstance(model, dict) else None
+    for layer in [*(layers if isinstance(layers, list) else []), *(value for _, value in graph_layers(out))]:
+        if isinstance(layer, dict) and len(layer) == 1:
+            (name, args), = layer.items()
+            for key in RECIPE_LAYER_PATH_ARGS.get(name, ()):
+                rebase(args, key)
+    return out
 
 
 def load_recipe(path: str | Path, overrides: Iterable[str] = (), *, require_data: bool = True) -> LoadedRecipe:

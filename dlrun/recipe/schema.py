@@ -31,6 +31,7 @@ from dlrun.recipe.data_schema import (  # noqa: F401 - re-exported: the recipe s
     DataSpec,
     STREAMED_SOURCES,
 )
+from dlrun.recipe.graph_check import loss_is_per_output
 from dlrun.recipe.plugins import module_name
 from dlrun.recipe.search_schema import SearchSpec
 from dlrun.recipe.schema_base import Strict
@@ -173,11 +174,12 @@ class SequentialModel(Strict):
 
 
 def _loss_form(value: Any) -> str:
-    """One loss (``mse``, ``{Huber: {delta: 1}}``: a one-key mapping to arguments or null) or one
-    per output (``{age: mse, gender: {BinaryCrossentropy: {...}}}``)."""
-    if isinstance(value, dict) and (len(value) > 1 or any(isinstance(v, str) for v in value.values())):
+    """One loss (``mse``, ``{Huber: {delta: 1}}``) or one per output (``{age: mse, price: {Huber:
+    {delta: 1}}}``): :func:`dlrun.recipe.graph_check.loss_is_per_output` decides. Serializing,
+    pydantic asks again with the validated value: a KerasObject, or a mapping of them."""
+    if isinstance(value, dict) and value and all(isinstance(v, KerasObject) for v in value.values()):
         return "per_output"
-    return "one"
+    return "per_output" if loss_is_per_output(value) else "one"
 
 
 class CompileSpec(Strict):

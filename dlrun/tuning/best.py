@@ -8,17 +8,14 @@ from typing import Any
 
 def best_recipe(loaded, values: dict) -> dict:
     """The base recipe with the best values applied and no ``search`` section (the protocol is
-    the recipe's own, not the K-fold used to score trials); a relative data path made
-    absolute, since the file is written elsewhere."""
-    from dlrun.recipe.loading import load_recipe
-    from dlrun.recipe.search_schema import set_text
+    the recipe's own, not the K-fold used to score trials); its relative file paths (data,
+    pretrained weights, embedding files, saved models) made absolute, since the file is
+    written elsewhere."""
+    from dlrun.recipe.loading import load_recipe, rebase_paths
+    from dlrun.tuning.trial import trial_overrides
 
-    sets = [*loaded.overrides, "search=null", *(set_text(k, v) for k, v in values.items())]
-    resolved = dict(load_recipe(loaded.path, sets).resolved)
+    resolved = rebase_paths(load_recipe(loaded.path, trial_overrides(loaded, values, None)).resolved, loaded.base_dir)
     resolved.pop("search", None)
-    data = resolved.get("data") or {}
-    if isinstance(data.get("path"), str):
-        resolved["data"] = {**data, "path": str((loaded.base_dir / Path(data["path"]).expanduser()).resolve())}
     return resolved
 
 
