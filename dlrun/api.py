@@ -43,17 +43,15 @@ def train(
     may then be None: the run's own recipe file); ``force`` accepts a changed recipe."""
     from dlrun.training.runner import run_recipe
 
-    overrides = list(overrides)
-    target = None
-    if resume is not None:
-        from dlrun.training.resume import prepare_resume
+    from dlrun.training.resume import load_for_run
 
-        target = prepare_resume(resume, Path(output_root), None if recipe is None else Path(recipe), overrides, force)
-        loaded = target.loaded
-    else:
-        loaded = load_recipe(recipe, overrides)
+    overrides = list(overrides)
+    loaded, target = load_for_run(None if recipe is None else Path(recipe), overrides, Path(output_root), resume,
+                                  force)
+    command = ["dlrun.train", *([str(recipe)] if recipe is not None else []), *overrides,
+               *(["--resume", str(resume)] if resume is not None else [])]
     return run_recipe(loaded, output_root=Path(output_root), tracking_uri=tracking_uri, reporter=reporter,
-                      command=["dlrun.train", str(recipe), *overrides], resume=target)
+                      command=command, resume=target)
 
 
 def kfold(

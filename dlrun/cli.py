@@ -16,7 +16,7 @@ from typing import Iterator, List, Optional
 
 import typer
 
-from dlrun.errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, DlrunError, RecipeError, UsageError
+from dlrun.errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, DlrunError, RecipeError
 
 app = typer.Typer(
     name="dlrun",
@@ -119,16 +119,9 @@ def _run(recipe: Optional[Path], overrides: list[str], output_root: Path, tracki
 
     install()  # Ctrl-C and SIGTERM: stop training at a safe point, mark the run KILLED
     with _user_errors(debug, json_out):
-        target = None
-        if resume is not None:
-            from dlrun.training.resume import prepare_resume
+        from dlrun.training.resume import load_for_run
 
-            target = prepare_resume(resume, output_root, recipe, overrides, force)
-            loaded = target.loaded
-        elif recipe is None:
-            raise UsageError("give a recipe file, or --resume RUN to continue a run")
-        else:
-            loaded = _load(recipe, overrides)
+        loaded, target = load_for_run(recipe, overrides, output_root, resume, force)
         from dlrun.report import make_reporter
         from dlrun.training.runner import run_recipe
 

@@ -48,6 +48,4 @@ def configure_runtime(seed: int, deterministic: bool = False) -> None:
     tf.get_logger().setLevel(logging.ERROR)  # tf.function retracing notes between K-fold folds
     keras.utils.set_random_seed(seed)
     if deterministic:  # the same ops in the same order give the same bits (slower on GPU)
-        import tensorflow as tf
-
         tf.config.experimental.enable_op_determinism()

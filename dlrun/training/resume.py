@@ -95,6 +95,19 @@ def prepare_resume(run: str, output_root: Path, recipe: Path | None, overrides: 
     return ResumeTarget(run_dir, status, loaded, bool(diff))
 
 
+def load_for_run(recipe: Path | None, overrides: list[str], output_root: Path, resume: str | None = None,
+                 force: bool = False) -> tuple[LoadedRecipe, ResumeTarget | None]:
+    """What ``dlrun train`` (CLI or API) runs: the recipe, or the resumed run's (and the run)."""
+    if resume is not None:
+        target = prepare_resume(resume, output_root, recipe, overrides, force)
+        return target.loaded, target
+    if recipe is None:
+        from dlrun.errors import UsageError
+
+        raise UsageError("give a recipe file, or --resume RUN to continue a run")
+    return load_recipe(recipe, overrides), None
+
+
 def _check_batches_match(run_dir: Path, batch_size: int) -> None:
     """A checkpoint saved inside an epoch counts batches of its batch size: a forced resume
     may not change it (the hold-out job's checkpoint, or any fold's)."""
