@@ -28,6 +28,7 @@ pytest.importorskip("mlflow")
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _recipes import iris_recipe  # noqa: E402
+from test_track_outage import exercise_offline_run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,15 +62,7 @@ def test_store_that_cannot_be_opened_gives_a_clientless_offline_tracker(tmp_path
     assert tracker.reopen_run("some-run-id").run_id is None
     for run in (parent, child):  # every method is a no-op: none touches the missing client
         assert run.run_id is None and run.offline and run.client is None
-        run.log_params({"x": 1})
-        run.set_tags({"t": 1})
-        run.log_epoch({"loss": 1.0}, step=1)
-        run.log_metrics({"m": 1.0})
-        run.log_artifact(__file__)
-        run.log_artifacts(tmp_path)
-        assert run.artifact_uri() is None and run.log_keras_model(object()) is None
-        run.end("FINISHED")
-        assert run.status == "FINISHED"
+        exercise_offline_run(run, tmp_path)
     assert tracker._call("get_run", "x") is None
     assert len(seen) == 1
 

@@ -45,6 +45,19 @@ def dlrun(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProc
                           timeout=timeout, stdin=subprocess.DEVNULL)
 
 
+def exercise_offline_run(run, folder: Path) -> None:
+    """Call every method of an offline run: each one is a no-op that raises nothing."""
+    run.log_params({"x": 1})
+    run.set_tags({"t": 1})
+    run.log_epoch({"loss": 1.0}, step=1)
+    run.log_metrics({"m": 1.0})
+    run.log_artifact(__file__)
+    run.log_artifacts(folder)
+    assert run.log_keras_model(object()) is None and run.artifact_uri() is None
+    run.end("FINISHED")
+    assert run.status == "FINISHED"
+
+
 def closed_uri() -> str:
     return f"http://127.0.0.1:{free_port()}"  # nothing listens there: connection refused
 
@@ -98,15 +111,7 @@ def test_unreachable_at_start_gives_an_offline_tracker(tmp_path, monkeypatch):
     child = tracker.start_run("fold", parent=parent)
     assert parent.run_id is None and child.run_id is None and parent.offline
     for run in (parent, child):  # every method is a quick no-op, nothing raises
-        run.log_params({"x": 1})
-        run.set_tags({"t": 1})
-        run.log_epoch({"loss": 1.0}, step=1)
-        run.log_metrics({"m": 1.0})
-        run.log_artifact(__file__)
-        run.log_artifacts(tmp_path)
-        assert run.log_keras_model(object()) is None and run.artifact_uri() is None
-        run.end("FINISHED")
-        assert run.status == "FINISHED"
+        exercise_offline_run(run, tmp_path)
     assert len(seen) == 1  # said once
     assert time.perf_counter() - started < 20
 
