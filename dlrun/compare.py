@@ -11,10 +11,7 @@ TensorFlow is never imported.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,13 +19,8 @@ from typing import Any, Sequence
 from dlrun import tables
 from dlrun.metric_direction import lower_is_better
 from dlrun.errors import UsageError, did_you_mean
-from dlrun.track.rundir import HISTORY_FILE, STATUS_FILE, RunDir, safe_name
-
-KFOLD_CURVES = "kfold_curves.json"
-_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
-_HEX = re.compile(r"^[0-9a-f]{6,32}$")
-_RECIPE_SUFFIXES = (".yaml", ".yml")
-
+from dlrun.track.rundir import HISTORY_FILE, safe_name
+from dlrun.track.runs import KFOLD_CURVES, RunReader, resolve_run
 
 
 @dataclass
@@ -46,187 +38,32 @@ class RunCurves:
     test_metrics: dict[str, float] = field(default_factory=dict)
 
 
-# --------------------------------------------------------------------------- resolving
-
-
-def _is_run_dir(path: Path) -> bool:
-    return path.is_dir() and any((path / f).is_file() for f in (STATUS_FILE, HISTORY_FILE, KFOLD_CURVES))
-
-
-def _runs_root(output_root: Path) -> Path:
-    return Path(output_root).expanduser().absolute() / "runs"
-
-
-def _all_run_dirs(output_root: Path) -> list[Path]:
-    root = _runs_root(output_root)
-    if not root.is_dir():
-        return []
-    return sorted(p for exp in root.iterdir() if exp.is_dir() for p in exp.iterdir() if _is_run_dir(p))
-
-
-def _status(path: Path) -> dict[str, Any]:
-    return RunDir(path).read_status()
-
-
-def latest_finished(experiment_dir: Path) -> Path:
-    """The newest FINISHED run of an experiment folder (folder names sort by UTC start time)."""
-    runs = sorted((p for p in experiment_dir.iterdir() if _is_run_dir(p)), reverse=True)
-    for run in runs:
-        if _status(run).get("status") == "FINISHED":
-            return run
-    seen = ", ".join(f"{p.name} ({_status(p).get('status', 'no run.json')})" for p in runs[:5]) or "none"
-    raise UsageError(f"experiment '{experiment_dir.name}' has no FINISHED run under {experiment_dir.parent} "
-                     f"(runs: {seen}); name a run directory to compare an unfinished run")
-
-
-def _recipe_experiment(path: Path) -> str:
-    """The experiment a recipe file's runs go to: ``tracking.experiment``, else its name."""
-    from dlrun.errors import RecipeError
-    from dlrun.recipe.loading import load_recipe
-
-    try:
-        recipe = load_recipe(path, require_data=False).recipe
-    except RecipeError as exc:
-        raise UsageError(f"cannot read the recipe {path} to find its runs:\n{exc}") from None
-    return recipe.tracking.experiment or recipe.name
-
-
-def _by_run_id(ref: str, output_root: Path, tracking_uri: str | None) -> Path | None:
-    """A run directory whose run.json has this MLflow run id (or whose folder ends in this hex);
-    else the ``dlrun.run_dir`` tag of the run in the MLflow store."""
-    matches = []
-    runs = _all_run_dirs(output_root)
-    folds = [f for run in runs if (run / "folds").is_dir() for f in sorted((run / "folds").iterdir())]
-    for run in runs + [f for f in folds if _is_run_dir(f)]:
-        run_id = str(_status(run).get("mlflow_run_id") or "")
-        if run_id == ref or (len(ref) >= 6 and (run_id.startswith(ref) or run.name.endswith(f"-{ref}"))):
-            matches.append(run)
-    if len(matches) > 1:
-        names = ", ".join(str(m) for m in matches[:4])
-        raise UsageError(f"'{ref}' matches {len(matches)} runs ({names}); give more of the run id")
-    if matches:
-        return matches[0]
-    if _RUN_ID.match(ref):
-        return _from_mlflow(ref, output_root, tracking_uri)
-    return None
-
-
-def _from_mlflow(run_id: str, output_root: Path, tracking_uri: str | None) -> Path | None:
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "").strip()
-    if not uri:
-        db = Path(output_root).expanduser().absolute() / "mlflow.db"
-        if not db.is_file():
-            return None  # no store to ask (and opening one would create it)
-        uri = f"sqlite:///{db}"
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    try:
-        run = MlflowClient(tracking_uri=uri).get_run(run_id)
-    except MlflowException:
-        return None
-    run_dir = run.data.tags.get("dlrun.run_dir")
-    if not run_dir:
-        raise UsageError(f"MLflow run {run_id} at {uri} has no dlrun.run_dir tag, so its run directory is "
-                         "unknown; name the run directory instead")
-    if not Path(run_dir).is_dir():
-        raise UsageError(f"MLflow run {run_id} records its run directory as {run_dir}, which does not exist here")
-    return Path(run_dir)
-
-
-def resolve_run(ref: str, output_root: Path, tracking_uri: str | None = None) -> Path:
-    """The run directory ``ref`` names; :class:`UsageError` saying what was tried otherwise."""
-    path = Path(ref).expanduser()
-    if path.is_dir():
-        if _is_run_dir(path):
-            return path.absolute()
-        if any(_is_run_dir(p) for p in path.iterdir()):  # an experiment folder
-            return latest_finished(path.absolute())
-        raise UsageError(f"{path} is a folder but not a run directory (it has no {STATUS_FILE} or {HISTORY_FILE})")
-    if path.suffix in _RECIPE_SUFFIXES:
-        if not path.is_file():
-            raise UsageError(f"no such recipe file: {path}")
-        return _experiment_run(_recipe_experiment(path), output_root, ref)
-    if _HEX.match(ref):
-        found = _by_run_id(ref, output_root, tracking_uri)
-        if found is not None:
-            return found
-    named = [run for run in _all_run_dirs(output_root) if run.name == ref]  # a run folder's name
-    if len(named) == 1:
-        return named[0]
-    experiments = _runs_root(output_root)
-    if (experiments / safe_name(ref)).is_dir():
-        return latest_finished(experiments / safe_name(ref))
-    for folder in (Path("recipes"), Path(".")):
-        for suffix in _RECIPE_SUFFIXES:
-            if (folder / f"{ref}{suffix}").is_file():
-                return _experiment_run(_recipe_experiment(folder / f"{ref}{suffix}"), output_root, ref)
-    names = sorted(p.name for p in experiments.iterdir() if p.is_dir()) if experiments.is_dir() else []
-    known = f" (experiments there: {', '.join(names[:12])})" if names else " (it has no runs yet)"
-    raise UsageError(
-        f"unknown run '{ref}': not a run directory, a run id, a recipe file or an experiment under "
-        f"{experiments}{known}{did_you_mean(ref, names)}"
-    )
-
-
-def _experiment_run(experiment: str, output_root: Path, ref: str) -> Path:
-    folder = _runs_root(output_root) / safe_name(experiment, "experiment")
-    if not folder.is_dir():
-        raise UsageError(f"'{ref}' has no runs yet: no folder {folder} (train it first, or pass --output-root)")
-    return latest_finished(folder)
-
-
 # --------------------------------------------------------------------------- loading
 
 
-def _find_upwards(run_dir: Path, name: str, levels: int = 3) -> Path | None:
-    """``recipe.yaml`` of a run, or of the run a fold directory belongs to."""
-    for folder in [run_dir, *run_dir.parents][: levels + 1]:
-        if (folder / name).is_file():
-            return folder / name
-    return None
-
-
-def _recipe_info(run_dir: Path) -> tuple[str | None, str | None]:
-    """(recipe name, tracking.run_name) from the run's saved recipe."""
-    path = _find_upwards(run_dir, "recipe.yaml")
-    if path is None:
-        return None, None
-    import yaml
-
-    try:
-        resolved = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
-        return None, None
-    tracking = resolved.get("tracking") or {}
-    return resolved.get("name"), tracking.get("run_name")
-
-
-def _test_metrics(status: dict, run_dir: Path) -> dict[str, float]:
-    metrics = status.get("metrics") or {}
-    if not metrics and (run_dir / "metrics.json").is_file():
-        metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+def _test_metrics(run: RunReader) -> dict[str, float]:
+    metrics = run.status.get("metrics") or run.metrics()
     return {k: float(v) for k, v in metrics.items() if k.startswith("test_") and isinstance(v, (int, float))}
 
 
 def load_run(ref: str, run_dir: Path) -> RunCurves:
     """A run's curves: ``history.csv``, or for a K-fold run the fold-averaged ``kfold_curves.json``."""
-    status = _status(run_dir)
-    recipe, run_name = _recipe_info(run_dir)
+    run = RunReader(run_dir)
+    try:
+        recipe, run_name = run.resolved.get("name"), (run.resolved.get("tracking") or {}).get("run_name")
+    except UsageError:  # no saved recipe: the curves alone still compare
+        recipe = run_name = None
     if (run_dir / KFOLD_CURVES).is_file():
-        history = json.loads((run_dir / KFOLD_CURVES).read_text(encoding="utf-8")).get("mean", {})
-        protocol = "kfold"
+        history, protocol = run.kfold_curves().get("mean", {}), "kfold"
     else:
-        history = RunDir(run_dir).read_history()
-        protocol = "holdout"
+        history, protocol = run.history(), "holdout"
     if not any(history.values()):
-        state = status.get("status", "no run.json")
+        state = run.state or "no run.json"
         raise UsageError(f"run {run_dir} ({state}) recorded no epochs: no {HISTORY_FILE} or {KFOLD_CURVES}")
     label = run_name or recipe or run_dir.parent.name
-    if not (run_dir / "recipe.yaml").is_file() and recipe:  # a fold or final sub-run of a run
+    if recipe and run.job_name != "holdout":  # a fold or final sub-run of a run
         label = f"{label} {run_dir.name}"
-    return RunCurves(ref, run_dir, label, recipe, status.get("mlflow_run_id"), status.get("status"), protocol,
-                     history, _test_metrics(status, run_dir))
+    return RunCurves(ref, run_dir, label, recipe, run.run_id, run.state, protocol, history, _test_metrics(run))
 
 
 def _disambiguate(runs: list[RunCurves]) -> None:

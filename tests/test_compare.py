@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import dlrun
-from dlrun.compare import compare, resolve_run
+from dlrun.compare import compare
+from dlrun.track.runs import resolve_run
 from dlrun.errors import UsageError
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -90,9 +91,9 @@ def test_recipe_name_means_the_latest_finished_run(runs):
 
 
 def test_run_id_unknown_to_run_directories_is_looked_up_in_mlflow(runs, monkeypatch):
-    import dlrun.compare as compare_module
+    import dlrun.track.runs as runs_module
 
-    monkeypatch.setattr(compare_module, "_all_run_dirs", lambda root: [])  # only the store knows it
+    monkeypatch.setattr(runs_module, "all_run_dirs", lambda root: [])  # only the store knows it
     assert resolve_run(runs["small"].run_id, runs["root"]) == Path(runs["small"].run_dir)
     with pytest.raises(UsageError, match="unknown run 'ffffffffffffffffffffffffffffffff'"):
         resolve_run("f" * 32, runs["root"])

@@ -123,11 +123,16 @@ def test_members_see_their_training_inputs(kfold_run, output_root):
 
 def test_kfold_recipe_is_read_once(kfold_run, output_root, monkeypatch):
     """The K-fold run's recipe.yaml is read and validated once, not once per fold."""
+    import functools
+
     from dlrun.ensembling import members
+    from dlrun.track.runs import RunReader
 
     calls = []
-    real = members._recipe
-    monkeypatch.setattr(members, "_recipe", lambda run: calls.append(run) or real(run))
+    real = RunReader.__dict__["resolved"].func
+    counting = functools.cached_property(lambda self: calls.append(self.path) or real(self))
+    counting.__set_name__(RunReader, "resolved")
+    monkeypatch.setattr(RunReader, "resolved", counting)
     folds = members.resolve_members([kfold_run], output_root)
     assert len(folds) == 3 and calls == [Path(kfold_run)]
     assert all(m.recipe is folds[0].recipe for m in folds)

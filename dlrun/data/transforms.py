@@ -32,6 +32,9 @@ class Transform:
         """JSON-serializable statistics learned by ``fit``."""
         return {}
 
+    def restore(self, record: dict[str, Any]) -> None:
+        """Take back what :meth:`fitted` recorded (a finished run's transform, never refitted)."""
+
 
 class MultiHot(Transform):
     """The book's ``vectorize_sequences``: each sequence of indices → a 0/1 float32 row."""
@@ -94,6 +97,9 @@ class OneHot(Transform):
     def fitted(self):
         return {"num_classes": self.num_classes}
 
+    def restore(self, record):
+        self.num_classes = int(_recorded(record, "num_classes", self))
+
 
 def _labels(a) -> np.ndarray:
     a = np.asarray(a)
@@ -125,6 +131,10 @@ class Standardize(Transform):
 
     def fitted(self):
         return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    def restore(self, record):
+        self.mean = np.asarray(_recorded(record, "mean", self), dtype=np.float64)
+        self.std = np.asarray(_recorded(record, "std", self), dtype=np.float64)
 
 
 class Rescale(Transform):
@@ -166,17 +176,27 @@ class TextVectorization(Transform):
     BATCH = 1024
 
     def fit(self, a):
-        import keras
         import tensorflow as tf
 
-        s = self.spec
-        self.layer = keras.layers.TextVectorization(
-            max_tokens=s.max_tokens, output_mode=s.output_mode, output_sequence_length=s.output_sequence_length,
-            standardize=s.standardize, split=s.split, ngrams=s.ngrams)
+        self.layer = self._layer()
         texts = _strings(a)
         if not len(texts):
             raise DataError("text_vectorization has no training texts to learn a vocabulary from")
         self.layer.adapt(tf.data.Dataset.from_tensor_slices(texts).batch(self.BATCH))
+
+    def _layer(self, **fitted):
+        import keras
+
+        s = self.spec
+        return keras.layers.TextVectorization(
+            max_tokens=s.max_tokens, output_mode=s.output_mode, output_sequence_length=s.output_sequence_length,
+            standardize=s.standardize, split=s.split, ngrams=s.ngrams, **fitted)
+
+    def restore(self, record):
+        fitted = {"vocabulary": list(_recorded(record, "vocabulary", self))}
+        if self.spec.output_mode == "tf_idf":
+            fitted["idf_weights"] = np.asarray(_recorded(record, "idf_weights", self), dtype=np.float32)
+        self.layer = self._layer(**fitted)
 
     def apply(self, a):
         texts = _strings(a)
@@ -199,7 +219,17 @@ class TextVectorization(Transform):
 
     def fitted(self):
         vocabulary = self.vocabulary()
-        return {"vocabulary_size": len(vocabulary), "first_tokens": vocabulary[:20]}
+        record = {"vocabulary_size": len(vocabulary), "first_tokens": vocabulary[:20], "vocabulary": vocabulary}
+        if self.spec.output_mode == "tf_idf":
+            record["idf_weights"] = self._idf_weights()
+        return record
+
+    def _idf_weights(self) -> list[float]:
+        """The adapted idf weights, in vocabulary order (what ``restore`` gives the layer back)."""
+        lookup = self.layer._lookup_layer
+        weights = np.asarray(lookup.idf_weights_const if hasattr(lookup, "idf_weights_const")
+                             else lookup.idf_weights, dtype=np.float64)
+        return weights.tolist()
 
 
 def _strings(a) -> np.ndarray:
@@ -265,6 +295,29 @@ class FittedPipeline:
     def state(self) -> list[dict]:
         """Each transform's settings and fitted statistics, JSON-serializable."""
         return [{**step.spec.model_dump(mode="json"), **step.fitted()} for step in self.steps]
+
+
+def restore_pipeline(specs: list, records: list[dict]) -> FittedPipeline:
+    """The pipeline a run fitted, rebuilt from the recipe's ``specs`` and what its
+    ``preprocessing.json`` recorded (``FittedPipeline.state()``): nothing is refitted."""
+    if not isinstance(records, list) or len(records) != len(specs):
+        raise DataError(f"preprocessing.json records {len(records) if isinstance(records, list) else 'no'} "
+                        f"transform(s) but the run's recipe has {len(specs)}")
+    pipeline = FittedPipeline()
+    for i, (spec, record) in enumerate(zip(specs, records)):
+        if not isinstance(record, dict) or record.get("transform") != spec.transform:
+            raise DataError(f"preprocessing[{i}]: preprocessing.json does not record a {spec.transform} step here")
+        step = TRANSFORMS[spec.transform](spec)
+        _located(i, step, step.restore, record)
+        pipeline.steps.append(step)
+    return pipeline
+
+
+def _recorded(record: dict, key: str, step: Transform):
+    if key not in record:
+        raise DataError(f"its fitted '{key}' is not recorded (a run made by an older dlrun keeps too little "
+                        f"to be used again: train it again)")
+    return record[key]
 
 
 def fit_pipeline(specs: list, x_train: np.ndarray, y_train: np.ndarray | None) -> FittedPipeline:

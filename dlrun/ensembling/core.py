@@ -91,20 +91,18 @@ def _same(a, b) -> bool:
 
 
 class _Prepared:
-    """One member's model and its preprocessing, refitted on its own training rows."""
+    """One member's model and the preprocessing its run fitted (read back, never refitted)."""
 
     def __init__(self, member: Member, ds):
-        from dlrun.data.transforms import fit_pipeline
-        from dlrun.model.saved import load_keras_model
+        from dlrun.inference.trained import TrainedModel
 
         self.member, self.ds = member, ds
         rows = np.arange(len(ds.y_train)) if member.train is None else member.train
         if len(rows) and rows.max() >= len(ds.y_train):
             raise DataError(f"'{member.label}': its recorded training rows go past the {len(ds.y_train)} rows "
                             "its data has now: the data changed since it was trained")
-        self.pipeline = fit_pipeline(member.recipe.preprocessing, ds.x_train[rows], ds.y_train[rows])
-        self.model = load_keras_model(member.model_path, plugins=tuple(member.recipe.plugins or ()),
-                                      compile=False, where=member.label)
+        trained = TrainedModel(member.job)
+        self.pipeline, self.model = trained.pipeline, trained.model
 
     def predict(self, x, y) -> tuple[np.ndarray, np.ndarray]:
         x, y = _plain(self.pipeline.apply(x, y))  # named inputs reach Keras as a dict, as in training
