@@ -16,7 +16,7 @@ from typing import Iterator, List, Optional
 
 import typer
 
-from dlrun.errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, DlrunError, RecipeError
+from dlrun.errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, DlrunError, RecipeError, UsageError
 
 app = typer.Typer(
     name="dlrun",
@@ -377,6 +377,74 @@ def ensemble(
         elif not quiet:
             print_ensemble(result, tty=sys.stdout.isatty())
             print(f"recorded: {result.ensemble_dir}")
+
+
+FoldOption = typer.Option(None, "--fold", min=1, help="Use fold N's model of a K-fold run (default: its refit model).")
+
+
+@app.command()
+def predict(
+    run: str = typer.Argument(..., help="The run: its directory, MLflow run id, recipe file or name (latest run)."),
+    input_: str = typer.Argument(..., metavar="INPUT", help="New data in the form of the run's data: a CSV, an "
+                                                            ".npz/.npy, a folder of images or texts, a .jsonl "
+                                                            "file, or - for JSON lines on stdin."),
+    output: str = typer.Option(..., "--output", "-o", help="Where predictions go: .csv, .jsonl, .npz, or - "
+                                                           "(JSON lines on stdout)."),
+    fold: Optional[int] = FoldOption,
+    top_k: int = typer.Option(1, "--top-k", min=1, help="For classifiers: the K likeliest classes per row."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Default: the run's fit.batch_size."),
+    force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
+    output_root: Path = typer.Option(Path("artifacts"), "--output-root", envvar="DLRUN_OUTPUT_ROOT",
+                                     help="Where the runs are (run names and ids are looked up there)."),
+    tracking_uri: Optional[str] = TrackingOption,
+    json_out: bool = JsonOption,
+    quiet: bool = QuietOption,
+    debug: bool = DebugOption,
+) -> None:
+    """Predict new data with a trained run's model and the preprocessing it fitted (book 3.4.6)."""
+    with _user_errors(debug, json_out):
+        if json_out and output == "-":
+            raise UsageError("--json and -o - both want stdout: write the predictions to a file with -o")
+        from dlrun.inference.predict import predict as run_predict
+
+        result = run_predict(run, input_, output, output_root=output_root, tracking_uri=tracking_uri, fold=fold,
+                             top_k=top_k, batch_size=batch_size, force=force,
+                             progress=sys.stderr.isatty() and not quiet and not json_out)
+        if json_out:
+            print(json_dumps({"status": "OK", **result.to_dict()}), flush=True)
+        elif not quiet and output != "-":
+            _err(f"predicted {result.rows} {'rows' if result.rows != 1 else 'row'} in {result.seconds:.1f} s → "
+                 f"{result.output} (columns: {', '.join(result.columns)})")
+
+
+@app.command()
+def evaluate(
+    run: str = typer.Argument(..., help="The run: its directory, MLflow run id, recipe file or name (latest run)."),
+    data: str = typer.Argument(..., help="Labelled data in the form of the run's data (a file or folder), or a "
+                                         "data section inline: '{source: npz, path: more.npz}'."),
+    fold: Optional[int] = FoldOption,
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Default: the run's fit.batch_size."),
+    track: bool = typer.Option(True, "--track/--no-track", help="Also record the evaluation as an MLflow run."),
+    output_root: Path = OutputOption,
+    tracking_uri: Optional[str] = TrackingOption,
+    json_out: bool = JsonOption,
+    quiet: bool = QuietOption,
+    debug: bool = DebugOption,
+) -> None:
+    """Score a trained run's model on another labelled data set with its own loss and metrics."""
+    with _user_errors(debug, json_out):
+        from dlrun.inference.evaluate import evaluate as run_evaluate
+
+        result = run_evaluate(run, data, output_root=output_root, tracking_uri=tracking_uri, fold=fold,
+                              batch_size=batch_size, track=track)
+        if json_out:
+            print(json_dumps({"status": "OK", **result.to_dict()}), flush=True)
+        elif not quiet:
+            width = max(map(len, result.metrics), default=0)
+            print(f"{result.rows} rows of {result.data} on {result.model}:")
+            for name, value in result.metrics.items():
+                print(f"  {name:<{width}}  {value:.6g}")
+            print(f"recorded: {result.evaluation_dir}")
 
 
 def main() -> None:

@@ -118,12 +118,49 @@ class TrainedModel:
     # ------------------------------------------------------------------ using it
 
     def inputs(self, x):
-        """Raw inputs in the form of the run's data → what the model takes (the run's transforms)."""
+        """Raw inputs in the form of the run's data → what the model takes: the run's transforms,
+        a time series' normalization, an image source's rescaling and cached-feature base."""
         from dlrun.data.dataset import plain
 
+        source = self.recipe.data.source
+        if source == "timeseries_csv":
+            from dlrun.inference.series import normalized
+
+            return normalized(self, x)
+        if source == "image_directory":
+            if self.recipe.data.rescale is not None:
+                x = x * np.float32(self.recipe.data.rescale)
+            return x if self.feature_base is None else self.feature_base.predict(x, verbose=0)
         if self.pipeline is None:
             return x
         return plain(self.pipeline.apply(x, None)[0])
+
+    @cached_property
+    def feature_base(self):
+        """The frozen pretrained base an image run's features came from (``data.features``), rebuilt."""
+        features = getattr(self.recipe.data, "features", None)
+        if features is None:
+            return None
+        if features.weights is None:
+            raise UsageError(f"run {self.run.path} trained on features of a {features.application} base with random "
+                             "weights (data.features.weights: null), which were not saved: its model cannot see new "
+                             "images; train it with imagenet or a weights file")
+        from dlrun.data.images import _CHANNELS
+        from dlrun.model.pretrained import build_application
+
+        spec = self.recipe.data
+        shape = (*spec.image_size, _CHANNELS[spec.color_mode])
+        return build_application(features.application, weights=features.weights, include_top=False,
+                                 pooling=features.pooling, input_shape=shape, base_dir=self.run.base_dir,
+                                 where="data.features")
+
+    def readable(self, predictions):
+        """Predictions in the units a user reads: a time series' forecast in the series' own units."""
+        if self.recipe.data.source == "timeseries_csv":
+            from dlrun.inference.series import original_units
+
+            return original_units(self, predictions)
+        return predictions
 
     def targets(self, x, y):
         """Raw ``(x, y)`` → what the model trained on (the label transforms too: one_hot)."""
