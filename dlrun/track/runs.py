@@ -354,8 +354,7 @@ def resolve_run(ref: str, output_root: Path, tracking_uri: str | None = None) ->
             return path.absolute()
         if any(is_run_dir(p) for p in path.iterdir()):  # an experiment folder
             return latest_finished(path.absolute())
-        raise UsageError(f"{path} is a folder but not a run directory (it has no {STATUS_FILE} or {HISTORY_FILE})")
-    if path.suffix in _RECIPE_SUFFIXES:
+    elif path.suffix in _RECIPE_SUFFIXES:
         if not path.is_file():
             raise UsageError(f"no such recipe file: {path}")
         return _experiment_run(_recipe_experiment(path), output_root, ref)
@@ -373,6 +372,9 @@ def resolve_run(ref: str, output_root: Path, tracking_uri: str | None = None) ->
         for suffix in _RECIPE_SUFFIXES:
             if (folder / f"{ref}{suffix}").is_file():
                 return _experiment_run(_recipe_experiment(folder / f"{ref}{suffix}"), output_root, ref)
+    if path.is_dir():  # a folder of the same name, not a run: say so rather than "unknown"
+        raise UsageError(f"{path} is a folder but not a run directory (it has no {STATUS_FILE} or {HISTORY_FILE}), "
+                         f"and no run or experiment under {experiments} is called '{ref}'")
     names = sorted(p.name for p in experiments.iterdir() if p.is_dir()) if experiments.is_dir() else []
     known = f" (experiments there: {', '.join(names[:12])})" if names else " (it has no runs yet)"
     raise UsageError(
