@@ -447,6 +447,38 @@ def evaluate(
             print(f"recorded: {result.evaluation_dir}")
 
 
+@app.command()
+def runs(
+    recipe: Optional[str] = typer.Option(None, "--recipe", help="Only runs of this recipe (name or file)."),
+    experiment: Optional[str] = typer.Option(None, "--experiment", help="Only runs of this experiment."),
+    status: Optional[str] = typer.Option(None, "--status", help="Only runs in this state: RUNNING, FINISHED, "
+                                                                "FAILED, KILLED or STALE."),
+    limit: int = typer.Option(20, "--limit", "-n", min=0, help="Show the newest N (0: all)."),
+    store: bool = typer.Option(True, "--store/--no-store", help="Also read each run's status in its MLflow store."),
+    mark_stale: bool = typer.Option(False, "--mark-stale", help="End stale runs (RUNNING, no live process) as "
+                                                                "KILLED on disk and in MLflow; they stay resumable."),
+    output_root: Path = OutputOption,
+    json_out: bool = JsonOption,
+    quiet: bool = QuietOption,
+    debug: bool = DebugOption,
+) -> None:
+    """List runs, newest first: recipe, protocol, status, start, duration, main metrics; says where the
+    run directory and MLflow disagree, and which RUNNING runs no process holds any more (stale)."""
+    with _user_errors(debug, json_out):
+        from dlrun.runs_list import list_runs, print_listing
+
+        listing = list_runs(output_root, recipe=recipe, experiment=experiment, status=status, limit=limit or None,
+                            store=store, mark_stale=mark_stale)
+        for error in listing.store_errors:
+            _err(f"warning: cannot read the tracking store {error}")
+        if json_out:
+            print(json_dumps({"status": "OK", **listing.to_dict()}), flush=True)
+        elif not quiet:
+            print_listing(listing, tty=sys.stdout.isatty())
+            for path in listing.marked:
+                print(f"marked KILLED (stale): {path}")
+
+
 def main() -> None:
     # TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notes) is not for users.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

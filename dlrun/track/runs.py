@@ -156,6 +156,10 @@ class RunReader:
     def data_info(self) -> dict[str, Any]:
         return _read_json(self.top.path / "data.json")
 
+    def environment(self) -> dict[str, Any]:
+        """Where and with what the run ran (``environment.json``: host, packages, devices)."""
+        return _read_json(self.top.path / "environment.json")
+
     def preprocessing(self) -> Any:
         """What the job's transforms learned (``preprocessing.json``): a list of steps for
         in-memory data, the source's statistics for streamed data; ``None`` if not recorded."""
