@@ -23,7 +23,6 @@ This module must never import tensorflow, keras or mlflow.
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any, Callable
 
@@ -256,6 +255,8 @@ def recipe_json_schema() -> dict:
     for rule in (complete, known):
         defs.update({name: schema for name, schema in rule.out.items() if schema is not None})
     _complete_recipe(defs, complete)
+    # A graph node's own check: only for a whole recipe, as extends merges a node key by key.
+    defs["complete.GraphNode"]["oneOf"] = [_given(key) for key in ("layer", "shared")]
     fragment_rules = [ref("Recipe"),
                       {"if": {"required": ["plugins"], "properties": {"plugins": {"minItems": 1}}},
                        "else": ref("known.Recipe")}]

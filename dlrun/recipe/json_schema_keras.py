@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from dlrun.recipe.catalog import NESTED_ARGS, RECIPE_LAYERS, REFUSED, WRAPPED_LAYER_ARGS, catalog, check_object, layer_table
+from dlrun.recipe.catalog import (NESTED_ARGS, RECIPE_LAYERS, REFUSED, WRAPPED_LAYER_ARGS, catalog, check_object,
+                                  layer_table)
 
 # kind → (catalog table, names compared without case): how check_recipe_objects looks names up.
 KINDS = {
@@ -164,7 +165,8 @@ def _kind_definitions(kind: str, defs: dict) -> None:
     # Beside the anyOf, not in it, so that an editor shows these messages (not "incorrect type").
     refusals = _refusal({"enum": list(refused)}, why_refused)
     refusals += _refusal({"type": "object", "anyOf": [{"required": [name]} for name in refused]}, why_refused)
-    refusals += _refusal({"enum": needs_arguments}, f"this {what} needs arguments: write it as {{Name: {{argument: value}}}}")
+    refusals += _refusal({"enum": needs_arguments},
+                         f"this {what} needs arguments: write it as {{Name: {{argument: value}}}}")
     if refusals:
         defs[f"keras.{kind}"]["allOf"] = refusals
     defs[f"keras.{kind}.call"] = {
@@ -227,7 +229,8 @@ def keras_definitions() -> dict:
     """Every ``keras.*`` and ``known.*`` definition the recipe schema refers to."""
     defs: dict[str, Any] = {"keras.argument": _ANY_VALUE, "keras.no_arguments": {
         "type": ["object", "null"], "maxProperties": 0,
-        "errorMessage": "this name takes no arguments; to pass arguments name its class (e.g. SparseCategoricalAccuracy)",
+        "errorMessage": "this name takes no arguments; to pass arguments name its class "
+                        "(e.g. SparseCategoricalAccuracy)",
     }}
     for kind in KINDS:
         _kind_definitions(kind, defs)
