@@ -50,7 +50,7 @@ KERAS_OBJECT_KINDS = {
 _FILE_KEYS = {"extends": {
     "description": "recipe files this one builds on, relative to this file; its own keys win, mappings "
                    "merge key by key, lists and Keras objects are replaced whole",
-    "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}],
+    "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
 }}
 _NAME_DEFAULT = "default: the file name without .yaml"
 _DIMENSION = {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2}
