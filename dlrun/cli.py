@@ -277,6 +277,27 @@ def show(
 
 
 @app.command()
+def schema(
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="Write the schema to this file (default: print it on stdout)."),
+    debug: bool = DebugOption,
+) -> None:
+    """Write the JSON Schema of recipes, for editors that complete and check them as you type.
+
+    A recipe names it in a comment at its top, [cyan]# yaml-language-server: $schema=../dlrun.schema.json[/]
+    (VS Code's YAML extension and any editor with yaml-language-server read it)."""
+    with _user_errors(debug):
+        from dlrun.recipe.json_schema import schema_text
+
+        text = schema_text()
+        if output is None:
+            sys.stdout.write(text)
+        else:
+            output.write_text(text, encoding="utf-8")
+            _err(f"wrote {output} ({len(text.encode()) // 1024} KiB)")
+
+
+@app.command()
 def compare(
     runs: List[str] = typer.Argument(..., help="Run directories, MLflow run ids, recipe files or recipe names "
                                                "(a recipe means its latest FINISHED run)."),
