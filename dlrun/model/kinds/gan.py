@@ -40,7 +40,8 @@ import tensorflow as tf
 from keras import ops
 
 from dlrun.errors import ModelBuildError
-from dlrun.model.kinds.parts import check_output, images_only, loss_scaled, refuse_compile_args
+from dlrun.model.kinds.parts import (check_output, images_only, loss_scaled, refuse_compile_args,
+                                     require_model, with_models)
 
 _EVAL_SEED = 4321  # validation's latent points: a fixed draw that leaves the training RNG alone
 
@@ -167,17 +168,13 @@ class GAN(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        for part in ("generator", "discriminator"):
-            config[part] = keras.saving.deserialize_keras_object(config[part])
-        return cls(**config)
+        return cls(**with_models(config, ("generator", "discriminator")))
 
 
 def _check_networks(generator, discriminator, latent_dim: int) -> None:
     """The generator takes ``(latent_dim,)``; the discriminator takes what it makes and gives ``(1,)``."""
-    for role, net in (("GAN generator", generator), ("GAN discriminator", discriminator)):
-        if not isinstance(net, keras.Model) or not net.inputs or len(net.inputs) != 1:
-            raise ModelBuildError(f"{role}: must be a built keras.Model with one input (got {type(net).__name__})")
+    require_model("GAN generator", generator)
+    require_model("GAN discriminator", discriminator)
     g_input = tuple(generator.inputs[0].shape[1:])
     if g_input != (latent_dim,):
         raise ModelBuildError(f"GAN generator: takes inputs of shape {g_input}, latent_dim is {latent_dim}: "

@@ -51,6 +51,14 @@ def check_output(role: str, model, output_shape: Sequence[int], hint: str = "") 
         raise ModelBuildError(f"{role}: its output has shape {got}, it must be {tuple(output_shape)}{hint}")
 
 
+def require_model(role: str, net) -> None:
+    """``net`` is a built ``keras.Model`` with one input (what the builder gives for a part)."""
+    import keras
+
+    if not isinstance(net, keras.Model) or not getattr(net, "inputs", None) or len(net.inputs) != 1:
+        raise ModelBuildError(f"{role}: must be a built keras.Model with one input (got {type(net).__name__})")
+
+
 def _input_shape(model):
     inputs = getattr(model, "inputs", None)
     return tuple(inputs[0].shape[1:]) if inputs and len(inputs) == 1 else None
@@ -81,6 +89,13 @@ def refuse_compile_args(kind: str, kwargs: dict, why: str) -> None:
     given = [k for k in ("loss", "loss_weights", "metrics", "weighted_metrics") if kwargs.get(k)]
     if given:
         raise ModelBuildError(f"{kind}: compile takes no {' or '.join(given)}: {why}")
+
+
+def with_models(config: dict, names: Sequence[str]) -> dict:
+    """A kind's ``config`` with its sub-models (serialized by its ``get_config``) built again."""
+    import keras
+
+    return {**config, **{name: keras.saving.deserialize_keras_object(config[name]) for name in names}}
 
 
 def images_only(data):

@@ -66,7 +66,7 @@ def _tile(images: np.ndarray, ncols: int) -> np.ndarray:
 def output_range(model) -> tuple[float, float] | None:
     """The value range of what ``model`` (a VAE's decoder, a GAN's generator) generates, from its
     last activation: sigmoid (0, 1), tanh (-1, 1); None when it is not bounded that way."""
-    net = getattr(model, "generator", None) or getattr(model, "decoder", None) or model
+    net = next((getattr(model, part) for part in ("generator", "decoder") if hasattr(model, part)), model)
     activation = getattr(getattr(net, "layers", [None])[-1], "activation", None)
     return {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0)}.get(getattr(activation, "__name__", ""))
 

@@ -33,7 +33,7 @@ import tensorflow as tf
 from keras import ops
 
 from dlrun.errors import ModelBuildError
-from dlrun.model.kinds.parts import assemble, images_only, refuse_compile_args
+from dlrun.model.kinds.parts import assemble, images_only, refuse_compile_args, require_model, with_models
 
 RECONSTRUCTION = ("binary_crossentropy", "mse")
 _EVAL_SEED = 1234  # evaluation's ε: a fixed draw, so evaluate() leaves the training RNG alone
@@ -118,6 +118,8 @@ class VAE(keras.Model):
         if reconstruction not in RECONSTRUCTION:
             raise ModelBuildError(f"VAE: reconstruction must be one of {', '.join(RECONSTRUCTION)}, "
                                   f"not {reconstruction!r}")
+        require_model("VAE encoder", encoder)
+        require_model("VAE decoder", decoder)
         self.latent_dim = _check_heads("VAE encoder", encoder)
         image_shape = tuple(encoder.inputs[0].shape[1:])
         assemble("VAE decoder", (self.latent_dim,), decoder, image_shape)  # checks its shapes
@@ -198,7 +200,4 @@ class VAE(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        for part in ("encoder", "decoder"):
-            config[part] = keras.saving.deserialize_keras_object(config[part])
-        return cls(**config)
+        return cls(**with_models(config, ("encoder", "decoder")))
