@@ -53,7 +53,7 @@ def keras_signature(model: Any):
             named = len(tensors) > 1
             return Schema([
                 TensorSpec(
-                    np.dtype(str(t.dtype)),
+                    np.dtype(object) if str(t.dtype) == "string" else np.dtype(str(t.dtype)),
                     tuple(-1 if d is None else int(d) for d in t.shape),
                     getattr(t, "name", None) if named else None,
                 )
@@ -76,12 +76,14 @@ def log_keras_model(
     pip_requirements: list[str] | None = None,
     signature: Any = "infer",
     input_example: Any = None,
+    metadata: dict[str, Any] | None = None,
     tags: dict[str, str] | None = None,
 ) -> str:
     """Log ``model`` as a LoggedModel named ``name`` of run ``run_id``; return ``models:/<id>``.
 
     ``pip_requirements=None`` pins the installed keras and tensorflow; ``signature="infer"``
-    derives a tensor signature from ``model.inputs``/``model.outputs``.
+    derives a tensor signature from ``model.inputs``/``model.outputs``; ``metadata`` goes into
+    the MLmodel file.
     """
     import mlflow.keras
     from mlflow.entities import LoggedModelOutput, LoggedModelStatus
@@ -105,6 +107,7 @@ def log_keras_model(
         )
         with tempfile.TemporaryDirectory(prefix="dlrun-model-") as tmp:
             local = Path(tmp) / "model"
+            local.mkdir()  # save_model writes the input example before it creates the folder
             mlflow_model = Model(
                 artifact_path=logged.artifact_location,
                 model_uuid=logged.model_id,
@@ -118,6 +121,7 @@ def log_keras_model(
                 pip_requirements=pip_requirements,
                 signature=signature,
                 input_example=input_example,
+                metadata=metadata,
             )
             for pycache in local.rglob("__pycache__"):
                 shutil.rmtree(pycache, ignore_errors=True)
@@ -128,3 +132,29 @@ def log_keras_model(
         raise
     retry_locked(client.finalize_logged_model, logged.model_id, LoggedModelStatus.READY)
     return f"models:/{logged.model_id}"
+
+
+def run_logged_model(client: Any, run_id: str) -> str | None:
+    """The id of the newest READY model logged as an output of run ``run_id``, else None."""
+    outputs = getattr(retry_locked(client.get_run, run_id).outputs, "model_outputs", None) or []
+    models = [retry_locked(client.get_logged_model, o.model_id) for o in outputs]
+    ready = [m for m in models if str(m.status).endswith("READY")]
+    return max(ready, key=lambda m: m.creation_timestamp).model_id if ready else None
+
+
+def register_logged_model(client: Any, name: str, model_id: str, run_id: str,
+                          tags: dict[str, str] | None = None) -> dict[str, Any]:
+    """A new version of registered model ``name`` (created if new) for logged model ``model_id``."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        retry_locked(client.create_registered_model, name)
+    except MlflowException as exc:
+        if "ALREADY_EXISTS" not in str(exc.error_code):
+            raise
+    # The artifact location, not models:/<id>: a SQL registry resolves that through the global
+    # tracking URI, not this client's.
+    source = retry_locked(client.get_logged_model, model_id).artifact_location
+    version = retry_locked(client.create_model_version, name, source, run_id=run_id, tags=tags, model_id=model_id)
+    return {"name": name, "version": int(version.version), "model_uri": f"models:/{name}/{version.version}",
+            "model_id": model_id, "run_id": run_id}
