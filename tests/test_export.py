@@ -10,83 +10,16 @@ themselves, not with dlrun's code.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-import dlrun
-from dlrun.inference.trained import open_trained
 
-ROOT = Path(__file__).resolve().parent.parent
-FILES = {"keras": "model.keras", "savedmodel": "model_savedmodel", "onnx": "model.onnx", "tflite": "model.tflite"}
-
-DIGITS = """\
-name: digits_export
-data:
-  source: embedded
-  name: digits
-  split:
-    test: {fraction: 0.2}
-    validation: {fraction: 0.2}
-preprocessing:
-  - {transform: reshape, shape: [64]}
-  - {transform: rescale, scale: 0.0625}
-  - {transform: standardize}
-  - {transform: one_hot}
-model:
-  layers:
-    - Dense: {units: 16, activation: relu}
-    - Dense: {units: 10, activation: softmax}
-compile:
-  optimizer: {Adam: {learning_rate: 1e-2}}
-  loss: categorical_crossentropy
-  metrics: [accuracy]
-fit:
-  epochs: 2
-  batch_size: 64
-"""
-
-TEXT = """\
-name: reviews_export
-data:
-  source: npz
-  path: reviews.npz
-  split:
-    test: dataset
-    validation: {{fraction: 0.2}}
-preprocessing:
-{steps}model:
-  layers:
-    - Embedding: {{input_dim: 40, output_dim: 8}}
-    - GlobalAveragePooling1D
-    - Dense: {{units: 1, activation: sigmoid}}
-compile:
-  optimizer: {{Adam: {{learning_rate: 1e-2}}}}
-  loss: binary_crossentropy
-  metrics: [accuracy]
-fit:
-  epochs: 2
-  batch_size: 16
-"""
-FIXED_LENGTH = "  - {transform: text_vectorization, max_tokens: 40, output_sequence_length: 10}\n"
-PADDED = "  - {transform: text_vectorization, max_tokens: 40}\n  - {transform: pad_sequences, maxlen: 12}\n"
-
-
-def reviews(rng, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Short made-up reviews: filler words and three words of the label's sentiment."""
-    good, bad = "good great fine lovely superb nice".split(), "bad awful poor dull boring weak".split()
-    filler = "the a movie film plot actor it was and".split()
-    y = rng.integers(0, 2, n)
-    texts = []
-    for label in y:
-        words = [*rng.choice(filler, 5), *rng.choice(good if label else bad, 3)]
-        rng.shuffle(words)
-        texts.append(" ".join(words).capitalize() + "!")
-    return np.array(texts), y
+sys.path.insert(0, str(Path(__file__).parent))
+from _export_runs import (FILES, FIXED_LENGTH, PADDED, cli, digits_run_in, dlrun_predicts,  # noqa: E402
+                          export, raw_test_rows, run_export, text_run_in)
 
 
 @pytest.fixture(scope="module")
@@ -96,80 +29,12 @@ def root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def digits_run(root):
-    (root / "digits.yaml").write_text(DIGITS)
-    return dlrun.train(root / "digits.yaml", output_root=root)
-
-
-def _text_run(root: Path, name: str, steps: str):
-    folder = root / name
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    (x, y), (x_test, y_test) = reviews(rng, 80), reviews(rng, 24)
-    np.savez(folder / "reviews.npz", x=x, y=y, x_test=x_test, y_test=y_test)
-    (folder / "reviews.yaml").write_text(TEXT.format(steps=steps).replace("reviews_export", name))
-    return dlrun.train(folder / "reviews.yaml", output_root=root)
+    return digits_run_in(root)
 
 
 @pytest.fixture(scope="module")
 def text_run(root):
-    return _text_run(root, "reviews_fixed", FIXED_LENGTH)
-
-
-def cli(*args, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run([sys.executable, "-m", "dlrun", *map(str, args)], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-
-
-def export(run, fmt: str, out: Path, *more) -> dict:
-    result = cli("export", run.run_dir, "--format", fmt, "-o", out, "--output-root", Path(run.run_dir).parents[2],
-                 "--json", *more, cwd=out.parent)
-    assert result.returncode == 0, result.stderr + result.stdout
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def test_rows(run) -> np.ndarray:
-    """The run's raw test rows, loaded as the run loaded them."""
-    from dlrun.data.sources import load_data
-    from dlrun.data.splits import apply_test_split
-
-    trained = open_trained(run.run_dir, Path(run.run_dir).parents[2])
-    recipe = trained.recipe
-    ds = apply_test_split(load_data(recipe.data, trained.run.base_dir, recipe.seed), recipe.data.split, recipe.seed)
-    return ds.x_test
-
-
-test_rows.__test__ = False  # a helper, not a test
-
-
-def dlrun_predicts(run, x) -> np.ndarray:
-    trained = open_trained(run.run_dir, Path(run.run_dir).parents[2])
-    return trained.predict(trained.inputs(x))
-
-
-def run_export(fmt: str, path: Path, x) -> np.ndarray:
-    """The export at ``path`` on inputs ``x``, through the format's own runtime."""
-    if fmt == "keras":
-        import keras
-
-        return keras.saving.load_model(path, safe_mode=True).predict(x, verbose=0)
-    if fmt == "savedmodel":
-        import tensorflow as tf
-
-        loaded = tf.saved_model.load(str(path))  # kept: its function needs the object's variables
-        return loaded.serve(tf.constant(x)).numpy()
-    if fmt == "onnx":
-        import onnxruntime
-
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return session.run(None, {session.get_inputs()[0].name: x})[0]
-    from ai_edge_litert.interpreter import Interpreter
-
-    runner = Interpreter(model_path=str(path)).get_signature_runner()
-    (name,) = runner.get_input_details()
-    (out,) = runner(**{name: x}).values()
-    return out
+    return text_run_in(root, "reviews_fixed", FIXED_LENGTH)
 
 
 # --------------------------------------------------------------------------- every format
@@ -184,7 +49,7 @@ def test_digits_export_takes_raw_images_and_agrees(fmt, digits_run, tmp_path):
     assert [s["step"] for s in result["preprocessing"]["inside"]] == ["reshape", "rescale", "standardize"]
     assert result["preprocessing"]["caller_applies"] == [] and result["inputs"][0]["shape"] == [None, 8, 8]
 
-    x = test_rows(digits_run).astype(np.float32)  # raw 8×8 pixel values 0..16
+    x = raw_test_rows(digits_run).astype(np.float32)  # raw 8×8 pixel values 0..16
     got = run_export(fmt, tmp_path / FILES[fmt], x)
     diff = float(np.abs(got - dlrun_predicts(digits_run, x)).max())
     print(f"digits {fmt}: loaded back here, all {len(x)} test rows: max abs difference {diff:.3g}")
@@ -204,7 +69,7 @@ def test_text_export_has_the_vocabulary_inside_where_the_format_has_string_ops(f
     result = export(text_run, fmt, tmp_path / FILES[fmt])
     print(f"text {fmt}: max abs difference {result['max_abs_diff']:.3g} on {result['rows']} rows")
     assert result["max_abs_diff"] <= 1e-4
-    x = test_rows(text_run)
+    x = raw_test_rows(text_run)
     sidecar = json.loads((tmp_path / (FILES[fmt] + ".dlrun.json")).read_text())
     if fmt in ("keras", "savedmodel"):  # raw strings in
         assert [s["step"] for s in result["preprocessing"]["inside"]] == ["text_vectorization"]
@@ -228,7 +93,7 @@ def test_text_export_has_the_vocabulary_inside_where_the_format_has_string_ops(f
 @pytest.mark.slow
 def test_steps_without_a_layer_stay_with_the_caller(root, tmp_path):
     """text_vectorization without a length, then pad_sequences (no layer): the export starts after both."""
-    run = _text_run(root, "reviews_padded", PADDED)
+    run = text_run_in(root, "reviews_padded", PADDED)
     result = export(run, "keras", tmp_path / "model.keras")
     outside = result["preprocessing"]["caller_applies"]
     assert [s["step"] for s in outside] == ["text_vectorization", "pad_sequences"]

@@ -21,12 +21,15 @@ model, versus ~0.05 s for the whole log once TF is warm).
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from dlrun.track._writes import retry_locked
+
+MODEL_VERSIONS_TAG = "mlflow.modelVersions"  # mlflow.utils.mlflow_tags.MLFLOW_MODEL_VERSIONS
 
 
 def default_pip_requirements() -> list[str]:
@@ -153,8 +156,13 @@ def register_logged_model(client: Any, name: str, model_id: str, run_id: str,
         if "ALREADY_EXISTS" not in str(exc.error_code):
             raise
     # The artifact location, not models:/<id>: a SQL registry resolves that through the global
-    # tracking URI, not this client's.
-    source = retry_locked(client.get_logged_model, model_id).artifact_location
-    version = retry_locked(client.create_model_version, name, source, run_id=run_id, tags=tags, model_id=model_id)
+    # tracking URI, not this client's. The logged model lists its versions in a tag, as
+    # mlflow.register_model records them.
+    logged = retry_locked(client.get_logged_model, model_id)
+    version = retry_locked(client.create_model_version, name, logged.artifact_location, run_id=run_id, tags=tags,
+                           model_id=model_id)
+    versions = json.loads(logged.tags.get(MODEL_VERSIONS_TAG, "[]"))
+    versions.append({"name": name, "version": str(version.version)})
+    retry_locked(client.set_logged_model_tags, model_id, {MODEL_VERSIONS_TAG: json.dumps(versions)})
     return {"name": name, "version": int(version.version), "model_uri": f"models:/{name}/{version.version}",
             "model_id": model_id, "run_id": run_id}
