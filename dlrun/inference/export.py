@@ -179,10 +179,11 @@ def _sidecar(trained, result: ExportResult) -> dict:
 def _fitted_records(trained, outside: dict) -> dict[str, dict]:
     """What the steps the caller applies learned (a vocabulary, a series' means), from the run."""
     records = trained.job.preprocessing()
-    if isinstance(records, list):
-        return {f"preprocessing[{i}]": {"fitted": {k: v for k, v in r.items() if k not in ("transform", "apply_to")}}
-                for i, r in enumerate(records) if f"preprocessing[{i}]" in outside}
-    return {}
+    if not isinstance(records, list):
+        return {}
+    return {where: {"fitted": {k: v for k, v in record.items() if k not in outside[where]["settings"]
+                               and k not in ("transform", "apply_to")}}
+            for where, record in ((f"preprocessing[{i}]", r) for i, r in enumerate(records)) if where in outside}
 
 
 def _registry(trained, name: str, output_root: Path, tracking_uri: str | None):

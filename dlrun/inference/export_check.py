@@ -133,7 +133,16 @@ def _tflite(path: str, plugins) -> LoadedExport:
 
     def run(x):
         feed = _one_or_named(x, names)
-        return _by_number(runner(**{k: np.ascontiguousarray(v) for k, v in feed.items()}))
+        try:
+            return _by_number(runner(**{k: np.ascontiguousarray(v) for k, v in feed.items()}))
+        except RuntimeError as exc:
+            flex = sorted(set(re.findall(r"Flex(\w+)", str(exc))))
+            if not flex:
+                raise
+            raise DlrunError(
+                f"the model needs TensorFlow ops that LiteRT has no built-in kernel for ({', '.join(flex)}: e.g. a "
+                "GRU or LSTM layer's loop), which it runs only with the Flex delegate: nothing was written — export "
+                "it as savedmodel or onnx") from None
 
     def spec(name, d):
         return _spec(name, d["shape_signature"], np.dtype(d["dtype"]).name)

@@ -51,10 +51,9 @@ class Step:
     inside: bool = False
 
     def describe(self) -> dict:
-        text = {"step": self.name, "where": self.where, "inside": self.inside}
-        if not self.inside:
-            text["why"] = self.why_outside
-        return {**text, **{k: v for k, v in self.record.items() if k not in ("transform", "apply_to")}}
+        text = {"step": self.name, "where": self.where, "inside": self.inside,
+                "settings": {k: v for k, v in self.record.items() if k not in ("transform", "apply_to")}}
+        return text if self.inside else {**text, "why": self.why_outside}
 
 
 @dataclass
