@@ -538,10 +538,10 @@ def runs(
 def export(
     run: str = typer.Argument(..., help="A run directory, MLflow run id, recipe file or name (its latest FINISHED "
                                         "run)."),
-    format_: str = typer.Option(..., "--format", "-f", help="keras (.keras file), savedmodel (a folder), onnx "
-                                                            "(.onnx), tflite (.tflite)."),
+    format_: str = typer.Option(..., "--format", "-f", metavar="keras|savedmodel|onnx|tflite",
+                                help="keras (a .keras file), savedmodel (a folder), onnx (.onnx), tflite (.tflite)."),
     output: Path = typer.Option(..., "--output", "-o", help="Where the export goes; PATH.dlrun.json goes beside it."),
-    fold: Optional[int] = typer.Option(None, "--fold", min=0, help="A K-fold run's fold N (default: its refit)."),
+    fold: Optional[int] = typer.Option(None, "--fold", min=1, help="A K-fold run's fold N (default: its refit)."),
     force: bool = typer.Option(False, "--force", help="Replace PATH if it exists."),
     register: Optional[str] = RegisterOption,
     output_root: Path = typer.Option(Path("artifacts"), "--output-root", envvar="DLRUN_OUTPUT_ROOT",
