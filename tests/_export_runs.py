@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import dlrun
 from dlrun.inference.trained import open_trained
@@ -102,6 +103,20 @@ def text_run_in(root: Path, name: str, steps: str):
     np.savez(folder / "reviews.npz", x=x, y=y, x_test=x_test, y_test=y_test)
     (folder / "reviews.yaml").write_text(TEXT.format(steps=steps).replace("reviews_export", name))
     return dlrun.train(folder / "reviews.yaml", output_root=root)
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("export_runs")  # one output root and MLflow store for the module
+
+
+@pytest.fixture(scope="module")
+def digits_run(root):
+    return digits_run_in(root)
+
+
+@pytest.fixture(scope="module")
+def text_run(root):
+    return text_run_in(root, "reviews_fixed", FIXED_LENGTH)
 
 
 def cli(*args, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:

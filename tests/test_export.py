@@ -16,25 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-
 sys.path.insert(0, str(Path(__file__).parent))
-from _export_runs import (FILES, FIXED_LENGTH, PADDED, cli, digits_run_in, dlrun_predicts,  # noqa: E402
-                          export, raw_test_rows, run_export, text_run_in)
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("export_runs")  # one output root and MLflow store for the module
-
-
-@pytest.fixture(scope="module")
-def digits_run(root):
-    return digits_run_in(root)
-
-
-@pytest.fixture(scope="module")
-def text_run(root):
-    return text_run_in(root, "reviews_fixed", FIXED_LENGTH)
+from _export_runs import (FILES, PADDED, cli, dlrun_predicts, export, raw_test_rows, run_export,  # noqa: E402
+                          text_run_in)
+from _export_runs import digits_run, root, text_run  # noqa: E402, F401 - the module's fixtures
 
 
 # --------------------------------------------------------------------------- every format

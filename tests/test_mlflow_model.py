@@ -18,23 +18,8 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _export_runs import (DIGITS, FIXED_LENGTH, cli, digits_run_in, dlrun_predicts,  # noqa: E402
-                          export, raw_test_rows, text_run_in)
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("mlflow_model_runs")
-
-
-@pytest.fixture(scope="module")
-def digits_run(root):
-    return digits_run_in(root)
-
-
-@pytest.fixture(scope="module")
-def text_run(root):
-    return text_run_in(root, "reviews_fixed", FIXED_LENGTH)
+from _export_runs import DIGITS, cli, dlrun_predicts, export, raw_test_rows  # noqa: E402
+from _export_runs import digits_run, root, text_run  # noqa: E402, F401 - the module's fixtures
 
 
 def logged_models(run) -> list:

@@ -82,8 +82,9 @@ def _keras(path: str, plugins) -> LoadedExport:
     def run(x):
         return _flatten(model.predict(x, verbose=0, batch_size=256))
 
+    names = list(getattr(model, "output_names", None) or []) or [t.name for t in model.outputs]
     return LoadedExport(run, [_spec(t.name, t.shape, t.dtype) for t in model.inputs],
-                        [_spec(t.name, t.shape, t.dtype) for t in model.outputs])
+                        [_spec(n, t.shape, t.dtype) for n, t in zip(names, model.outputs)])
 
 
 def _savedmodel(path: str, plugins) -> LoadedExport:
