@@ -12,7 +12,6 @@ steps are inside and which the caller applies (with what they learned), the clas
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
@@ -25,6 +24,7 @@ import numpy as np
 
 from dlrun.errors import DlrunError, UsageError
 from dlrun.inference.export_plan import FORMATS
+from dlrun.track.rundir import RunDir
 
 TOLERANCE = 1e-4
 SUFFIXES = {"keras": ".keras", "onnx": ".onnx", "tflite": ".tflite"}  # savedmodel: a folder
@@ -60,12 +60,13 @@ def export_run(ref: str, fmt: str, output: Path, *, output_root: Path, tracking_
                fold: int | None = None, force: bool = False, register: str | None = None) -> ExportResult:
     """Export the model of run ``ref`` (fold ``fold``; a K-fold run's refit) as ``fmt`` to ``output``."""
     from dlrun.inference.export_check import require_packages
+    from dlrun.inference.serving_mlflow import registrar
     from dlrun.inference.trained import open_trained
 
     output = _check_output(fmt, Path(output), force)
     require_packages(fmt)
     trained = open_trained(ref, output_root, tracking_uri, fold=fold)
-    register_with = _registry(trained, register, output_root, tracking_uri) if register else None
+    register_with = registrar(trained.job, register, output_root, tracking_uri) if register else None
     tmp = output.parent / f".{output.name}.dlrun-tmp-{secrets.token_hex(4)}{SUFFIXES.get(fmt, '')}"
     try:
         result = _export_and_check(trained, fmt, output, tmp)
@@ -73,7 +74,7 @@ def export_run(ref: str, fmt: str, output: Path, *, output_root: Path, tracking_
     finally:
         _remove(tmp)
     sidecar = Path(result.sidecar)
-    _write_json(sidecar, _sidecar(trained, result))
+    RunDir(sidecar.parent).write_json(sidecar.name, _sidecar(trained, result))  # written whole or not at all
     if register_with is not None:
         result.registered = register_with(f"{fmt}:{output}")
     return result
@@ -141,18 +142,12 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _write_json(path: Path, record: dict) -> None:
-    tmp = path.parent / f".{path.name}.tmp-{secrets.token_hex(4)}"
-    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _sidecar(trained, result: ExportResult) -> dict:
     """What a caller of the export needs to know, beside it."""
     import dlrun
 
-    outputs = trained.output_names
-    kinds = {name: vars(trained.output_kind(name if len(outputs) > 1 else None)) for name in outputs}
+    from dlrun.inference.serving_mlflow import outputs_meaning
+
     outside = {s["where"]: s for s in result.preprocessing["caller_applies"]}
     fitted = _fitted_records(trained, outside)
     return {
@@ -164,14 +159,13 @@ def _sidecar(trained, result: ExportResult) -> dict:
         "recipe": trained.recipe.name,
         "inputs": result.inputs,
         "outputs": result.outputs,
-        "output_kind": kinds,
-        "class_names": trained.class_names,
+        **outputs_meaning(trained, trained.model),
         "preprocessing": {**result.preprocessing, "caller_applies": [
             {**step, **fitted.get(step["where"], {})} for step in result.preprocessing["caller_applies"]]},
         "plugins": list(trained.recipe.plugins or []),
         "check": {"rows": result.rows, "part": result.part, "max_abs_diff": result.max_abs_diff,
                   "tolerance": result.tolerance},
-        "dlrun_version": dlrun.__version__ if hasattr(dlrun, "__version__") else None,
+        "dlrun_version": dlrun.__version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -184,10 +178,3 @@ def _fitted_records(trained, outside: dict) -> dict[str, dict]:
     return {where: {"fitted": {k: v for k, v in record.items() if k not in outside[where]["settings"]
                                and k not in ("transform", "apply_to")}}
             for where, record in ((f"preprocessing[{i}]", r) for i, r in enumerate(records)) if where in outside}
-
-
-def _registry(trained, name: str, output_root: Path, tracking_uri: str | None):
-    """Check up front that the job has a logged model to register; return the call that registers it."""
-    from dlrun.inference.serving_mlflow import registrar
-
-    return registrar(trained.job, name, output_root, tracking_uri)

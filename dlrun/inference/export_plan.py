@@ -110,7 +110,7 @@ def _cast(x, dtypes: list[str]):
 def plan_in_memory(model, pipeline, sample, fmt: str) -> ServingPlan:
     """The plan for a run with in-memory data: ``pipeline`` its restored transforms, ``sample``
     a few raw rows (their shapes and dtypes decide what each step's layer takes)."""
-    steps, labels, entering = [], [], []
+    steps, labels, shapes = [], [], []
     x = sample
     for i, transform in enumerate(pipeline.steps if pipeline is not None else []):
         spec = transform.spec
@@ -120,10 +120,10 @@ def plan_in_memory(model, pipeline, sample, fmt: str) -> ServingPlan:
         record = spec.model_dump(mode="json")
         layer, why = _transform_layer(transform, x, fmt)
         steps.append(Step(spec.transform, f"preprocessing[{i}]", record, layer, why, transform.apply))
-        entering.append(x)
+        shapes.append(np.shape(x)[1:])
         x = transform.apply(x)
-    entering.append(x)
-    return _plan(model, steps, labels, entering, fmt)
+    shapes.append(np.shape(x)[1:])
+    return _plan(model, steps, labels, shapes)
 
 
 def _transform_layer(transform, x, fmt: str):
@@ -165,7 +165,7 @@ def _affine(mean, std, name: str):
 # --------------------------------------------------------------------------- streamed sources
 
 
-def plan_images(model, spec, fmt: str) -> ServingPlan:
+def plan_images(model, spec) -> ServingPlan:
     """An image folder's images: decoded pixels of any size → Resizing → Rescaling → the model."""
     import keras
 
@@ -181,11 +181,10 @@ def plan_images(model, spec, fmt: str) -> ServingPlan:
         steps.append(Step("features", "data.features", features, None,
                           f"the frozen {spec.features.application} base runs before the model and is not saved "
                           "with it"))
-    entering = [np.zeros((1, 1, 1, channels), np.float32)] * (len(steps) + 1)
-    return _plan(model, steps, [], entering, fmt, image_inputs=spec.features is None)
+    return _plan(model, steps, [], [(None, None, channels)] * (len(steps) + 1))
 
 
-def plan_timeseries(model, spec, stats: dict, fmt: str) -> ServingPlan:
+def plan_timeseries(model, spec, stats: dict) -> ServingPlan:
     """A series' windows (the caller cuts them, and reverses them) → per-column normalization → the model."""
     steps = [Step("window", "data.lookback/step", {"lookback": spec.lookback, "step": spec.step,
                                                     "columns": list((stats.get("mean") or {}).keys()) or spec.columns},
@@ -200,16 +199,15 @@ def plan_timeseries(model, spec, stats: dict, fmt: str) -> ServingPlan:
         # Per column, so it commutes with cutting and reversing windows: it may go last.
         steps.append(Step("normalize", "data.normalize", {"columns": columns, "mean": mean, "std": std},
                           _affine(mean, std, "normalize")))
-    entering = [None] * len(steps) + [None]
-    return _plan(model, steps, [], entering, fmt)
+    return _plan(model, steps, [], [None] * (len(steps) + 1))  # None: the model's own window shape
 
 
 # --------------------------------------------------------------------------- the serving model
 
 
-def _plan(model, steps: list[Step], labels: list[str], entering: list, fmt: str, image_inputs: bool = False
-          ) -> ServingPlan:
-    """Steps after the last one without a layer go inside; the serving model wraps ``model``."""
+def _plan(model, steps: list[Step], labels: list[str], shapes: list) -> ServingPlan:
+    """Steps after the last one without a layer go inside; the serving model wraps ``model``.
+    ``shapes[i]``: one sample's shape entering step i (None: the model's own input shape)."""
     start = max((i + 1 for i, s in enumerate(steps) if s.layer is None), default=0)
     for i, step in enumerate(steps):
         step.inside = i >= start
@@ -220,7 +218,8 @@ def _plan(model, steps: list[Step], labels: list[str], entering: list, fmt: str,
         return ServingPlan(steps, labels, model, [str(t.dtype) for t in model.inputs])
     import keras
 
-    shape, dtype = _input_spec(entering[start], inside, model, image_inputs)
+    shape = tuple(shapes[start]) if shapes[start] is not None else tuple(model.inputs[0].shape[1:])
+    dtype = _input_dtype(inside, model)
     name = model.inputs[0].name if len(model.inputs) == 1 else "inputs"
     inputs = keras.Input(shape=shape, dtype=dtype, name=name)
     h = inputs
@@ -230,22 +229,12 @@ def _plan(model, steps: list[Step], labels: list[str], entering: list, fmt: str,
     return ServingPlan(steps, labels, serving, [dtype])
 
 
-def _input_spec(x, inside: list[Step], model, image_inputs: bool) -> tuple[tuple, str]:
-    """The serving model's input: the rows entering its first step; the dtype that step wants."""
-    if image_inputs:
-        return (None, None, x.shape[-1]), "float32"
+def _input_dtype(inside: list[Step], model) -> str:
+    """What the first step inside takes (a reshape takes anything: the step after it decides)."""
     first = next((s.name for s in inside if s.name != "reshape"), None)
-    if first == "text_vectorization":
-        dtype = "string"
-    elif first in ("one_hot", "multi_hot"):
-        dtype = "int32"
-    elif first is None:
-        dtype = str(model.inputs[0].dtype)
-    else:
-        dtype = "float32"
-    if x is None:  # a time series: the model's own window shape
-        return tuple(model.inputs[0].shape[1:]), dtype
-    return tuple(np.shape(x)[1:]), dtype
+    if first is None:
+        return str(model.inputs[0].dtype)
+    return {"text_vectorization": "string", "one_hot": "int32", "multi_hot": "int32"}.get(first, "float32")
 
 
 def example_inputs(model) -> Any:

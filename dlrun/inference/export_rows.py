@@ -39,8 +39,8 @@ def check_set(trained, fmt: str, rows: int = CHECK_ROWS) -> CheckSet:
     ds = load_data(recipe.data, trained.run.base_dir, recipe.seed, recipe.fit.batch_size)
     if isinstance(ds, StreamedDataset):
         if recipe.data.source == "image_directory":
-            return _images(trained, ds, fmt)
-        return _timeseries(trained, ds, fmt, rows)
+            return _images(trained, ds)
+        return _timeseries(trained, ds, rows)
     ds = apply_test_split(ds, recipe.data.split, recipe.seed)
     part, x = ("test", ds.x_test) if ds.x_test is not None else ("training", ds.x_train)
     total, x = len(x), x[:rows]
@@ -66,11 +66,11 @@ def _part(ds) -> tuple[str, object]:
     raise AssertionError("a streamed source always has a training part")
 
 
-def _images(trained, ds, fmt: str) -> CheckSet:
+def _images(trained, ds) -> CheckSet:
     """The first images of the part in file order: decoded at their own size for the export
     (it resizes them itself), and the part's own batches for the model."""
     spec = trained.recipe.data
-    plan = plan_images(trained.model, spec, fmt)
+    plan = plan_images(trained.model, spec)
     part, factory = _part(ds)
     batches, model_inputs = [], []
     for x, _ in factory().unbatch().batch(CHECK_IMAGES).take(1):
@@ -104,10 +104,10 @@ def _decoded(path: str, color_mode: str) -> np.ndarray:
     return tf.cast(image, tf.float32).numpy()[None]
 
 
-def _timeseries(trained, ds, fmt: str, rows: int) -> CheckSet:
+def _timeseries(trained, ds, rows: int) -> CheckSet:
     """Windows of the part. The part streams them normalized; the export normalizes them itself,
     so it gets them back in the series' own units (times std, plus mean, per column)."""
-    plan = plan_timeseries(trained.model, trained.recipe.data, trained.source_stats, fmt)
+    plan = plan_timeseries(trained.model, trained.recipe.data, trained.source_stats)
     part, factory = _part(ds)
     windows = np.concatenate([x.numpy() for x, _ in factory().unbatch().batch(rows).take(1)])
     reference = reference_outputs(trained, [windows])

@@ -39,15 +39,13 @@ def log_serving_model(tracked, job_dir: Path, model) -> str | None:
                     type(exc).__name__, exc)
         return tracked.log_keras_model(model, name="model")
     summary = plan.summary()
-    metadata = {"dlrun": {"preprocessing": summary, "class_names": trained.class_names,
-                          "output_kind": {n: vars(trained.output_kind(n if len(_names(model)) > 1 else None))
-                                          for n in _names(model)}}}
+    metadata = {"dlrun": {"preprocessing": summary, **outputs_meaning(trained, model)}}
     outside = ", ".join(f"{s['step']} ({s['where']})" for s in summary["caller_applies"]) or "none"
     return tracked.log_keras_model(plan.model, name="model", input_example=example_inputs(plan.model),
                                    metadata=metadata, tags={"dlrun.caller_applies": outside})
 
 
-def serving_plan(job_dir: Path, model, fmt: str = "keras"):
+def serving_plan(job_dir: Path, model):
     """The serving plan of the job in ``job_dir`` around its (in-memory) ``model``, built from what
     the run directory recorded: its recipe, preprocessing.json and data.json (no data is loaded)."""
     from dlrun.inference.export_plan import plan_images, plan_in_memory, plan_timeseries
@@ -57,16 +55,19 @@ def serving_plan(job_dir: Path, model, fmt: str = "keras"):
     trained = TrainedModel(RunReader(job_dir))
     data = trained.recipe.data
     if data.source == "image_directory":
-        return plan_images(model, data, fmt), trained
+        return plan_images(model, data), trained
     if data.source == "timeseries_csv":
-        return plan_timeseries(model, data, trained.source_stats, fmt), trained
+        return plan_timeseries(model, data, trained.source_stats), trained
     sample = _stand_in_rows(trained.run.data_info(), trained.recipe)
-    return plan_in_memory(model, trained.pipeline, sample, fmt), trained
+    return plan_in_memory(model, trained.pipeline, sample, "keras"), trained
 
 
-def _names(model) -> list[str]:
+def outputs_meaning(trained, model) -> dict:
+    """What the model's outputs mean: per output its kind (classes or values), the class names."""
     names = list(getattr(model, "output_names", None) or [])
-    return names if len(names) > 1 else ["prediction"]
+    names = names if len(names) > 1 else ["prediction"]
+    kinds = {n: vars(trained.output_kind(n if len(names) > 1 else None)) for n in names}
+    return {"output_kind": kinds, "class_names": trained.class_names}
 
 
 def _stand_in_rows(info: dict, recipe) -> Any:
@@ -102,13 +103,12 @@ def registrar(job, name: str, output_root: Path, tracking_uri: str | None) -> Ca
     run_id = job.status.get("mlflow_run_id") or job.top.run_id
     uri = tracking_uri or job.top.status.get("tracking_uri") or resolve_tracking_uri(None, output_root)
     if not run_id:
-        raise UsageError(f"--register: {job.path} has no MLflow run (it ran offline: upload it with dlrun sync, "
-                         "then train again to log its model)")
+        raise UsageError(f"--register: {job.path} has no MLflow run (it was kept offline), so no model to register")
     client = MlflowClient(tracking_uri=uri)
     model_id = run_logged_model(client, run_id)
     if model_id is None:
-        raise UsageError(f"--register: MLflow run {run_id} at {uri} has no logged model (was tracking.log_model "
-                         "false?)")
+        raise UsageError(f"--register: MLflow run {run_id} at {uri} has no logged model (tracking.log_model: false, "
+                         "or a run uploaded by dlrun sync, which uploads the model file as an artifact only)")
     return lambda export: register_logged_model(client, name, model_id, run_id, {"dlrun.export": export})
 
 
@@ -119,8 +119,8 @@ def register_run_model(run_id: str | None, tracking_uri: str | None, name: str) 
     from dlrun.track._keras_model import register_logged_model, run_logged_model
 
     if not run_id or not tracking_uri:
-        raise DlrunError(f"--register {name}: the run has no MLflow run (the store was unreachable); nothing was "
-                         "registered — dlrun sync the run directory, then dlrun export it with --register")
+        raise DlrunError(f"--register {name}: the run was kept offline (the store was unreachable), so no model "
+                         "was logged: nothing was registered")
     client = MlflowClient(tracking_uri=tracking_uri)
     model_id = run_logged_model(client, run_id)
     if model_id is None:
