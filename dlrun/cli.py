@@ -49,6 +49,8 @@ SeedOption = typer.Option(None, "--seed", help="Random seed (overrides the recip
 JsonOption = typer.Option(False, "--json", help="Print one JSON summary on stdout (progress goes to stderr).")
 QuietOption = typer.Option(False, "--quiet", "-q", help="Print nothing but errors and warnings (and --json).")
 DebugOption = typer.Option(False, "--debug", help="Show Python tracebacks on errors.")
+RegisterOption = typer.Option(None, "--register", metavar="NAME",
+                              help="Register the run's logged MLflow model as a new version of NAME.")
 
 
 def _err(text: str) -> None:
@@ -114,7 +116,7 @@ def _load(recipe: Path, overrides: list[str]):
 
 
 def _run(recipe: Optional[Path], overrides: list[str], output_root: Path, tracking_uri, json_out: bool, quiet: bool,
-         debug: bool, resume: Optional[str] = None, force: bool = False):
+         debug: bool, resume: Optional[str] = None, force: bool = False, register: Optional[str] = None):
     from dlrun.training.interrupts import install
 
     install()  # Ctrl-C and SIGTERM: stop training at a safe point, mark the run KILLED
@@ -122,6 +124,8 @@ def _run(recipe: Optional[Path], overrides: list[str], output_root: Path, tracki
         from dlrun.training.resume import load_for_run
 
         loaded, target = load_for_run(recipe, overrides, output_root, resume, force)
+        if register:
+            _check_register(loaded.recipe)
         from dlrun.report import make_reporter
         from dlrun.training.runner import run_recipe
 
@@ -130,8 +134,35 @@ def _run(recipe: Optional[Path], overrides: list[str], output_root: Path, tracki
             loaded, output_root=output_root, tracking_uri=tracking_uri, reporter=reporter,
             command=["dlrun", *sys.argv[1:]], resume=target,
         )
+        registered = _register(summary, register, quiet or json_out) if register else None
         if json_out:
-            print(json_dumps(summary.to_dict()), flush=True)
+            print(json_dumps({**summary.to_dict(), **({"registered": registered} if register else {})}), flush=True)
+
+
+def _check_register(recipe) -> None:
+    """--register needs a logged model that stands for the run: said before training, not after."""
+    from dlrun.errors import UsageError
+
+    if not recipe.tracking.log_model:
+        raise UsageError("--register: the recipe has tracking.log_model: false, so no model is logged to register")
+    if recipe.evaluation.protocol == "kfold" and not recipe.evaluation.refit:
+        raise UsageError("--register: a K-fold run without --refit has fold models only; add --refit (the refit's "
+                         "model is registered), or dlrun export --fold N --register NAME later")
+    if recipe.evaluation.protocol == "baseline":
+        raise UsageError("--register: a baseline run has no model to register")
+
+
+def _register(summary, name: str, quiet: bool) -> dict:
+    from dlrun.inference.serving_mlflow import describe_registered, register_run_model
+
+    try:
+        registered = register_run_model(summary.run_id, summary.tracking_uri, name)
+    except Exception as exc:
+        exc.run_summary = summary  # the run itself finished: --json still names it
+        raise
+    if not quiet:
+        print(describe_registered(registered), flush=True)
+    return registered
 
 
 def _seed_override(seed: Optional[int]) -> list[str]:
@@ -149,13 +180,14 @@ def train(
     output_root: Path = OutputOption,
     tracking_uri: Optional[str] = TrackingOption,
     seed: Optional[int] = SeedOption,
+    register: Optional[str] = RegisterOption,
     json_out: bool = JsonOption,
     quiet: bool = QuietOption,
     debug: bool = DebugOption,
 ) -> None:
     """Train a recipe under its evaluation protocol (hold-out unless the recipe says otherwise)."""
     _run(recipe, [*(set_ or []), *_seed_override(seed)], output_root, tracking_uri, json_out, quiet, debug,
-         resume, force)
+         resume, force, register)
 
 
 @app.command()
@@ -168,6 +200,7 @@ def kfold(
     output_root: Path = OutputOption,
     tracking_uri: Optional[str] = TrackingOption,
     seed: Optional[int] = SeedOption,
+    register: Optional[str] = RegisterOption,
     json_out: bool = JsonOption,
     quiet: bool = QuietOption,
     debug: bool = DebugOption,
@@ -176,7 +209,8 @@ def kfold(
     from dlrun.api import kfold_overrides
 
     overrides = kfold_overrides(set_ or [], k=k, repeats=repeats, refit=refit)
-    _run(recipe, [*overrides, *_seed_override(seed)], output_root, tracking_uri, json_out, quiet, debug)
+    _run(recipe, [*overrides, *_seed_override(seed)], output_root, tracking_uri, json_out, quiet, debug,
+         register=register)
 
 
 @app.command()
@@ -498,6 +532,43 @@ def runs(
             print_listing(listing, tty=sys.stdout.isatty())
             for path in listing.marked:
                 print(f"marked KILLED (stale): {path}")
+
+
+@app.command()
+def export(
+    run: str = typer.Argument(..., help="A run directory, MLflow run id, recipe file or name (its latest FINISHED "
+                                        "run)."),
+    format_: str = typer.Option(..., "--format", "-f", metavar="keras|savedmodel|onnx|tflite",
+                                help="keras (a .keras file), savedmodel (a folder), onnx (.onnx), tflite (.tflite)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Where the export goes; PATH.dlrun.json goes beside it."),
+    fold: Optional[int] = typer.Option(None, "--fold", min=1, help="A K-fold run's fold N (default: its refit)."),
+    force: bool = typer.Option(False, "--force", help="Replace PATH if it exists."),
+    register: Optional[str] = RegisterOption,
+    output_root: Path = typer.Option(Path("artifacts"), "--output-root", envvar="DLRUN_OUTPUT_ROOT",
+                                     help="Where run directories and the embedded MLflow store are."),
+    tracking_uri: Optional[str] = TrackingOption,
+    json_out: bool = JsonOption,
+    quiet: bool = QuietOption,
+    debug: bool = DebugOption,
+) -> None:
+    """Export a run's model with its preprocessing inside (raw inputs in), checked against the run's model
+    on its test rows before it is written."""
+    with _user_errors(debug, json_out):
+        from dlrun.inference.export import export_run
+        from dlrun.inference.serving_mlflow import describe_registered
+
+        result = export_run(run, format_, output, output_root=output_root, tracking_uri=tracking_uri, fold=fold,
+                            force=force, register=register)
+        if json_out:
+            print(json_dumps({"status": "OK", **result.to_dict()}), flush=True)
+        elif not quiet:
+            print(f"exported {result.format}: {result.path}", flush=True)
+            print("\n".join(result.lines))
+            print(f"checked on {result.rows} {result.part} rows: max absolute difference {result.max_abs_diff:.2g} "
+                  f"(tolerance {result.tolerance:g})")
+            print(f"described in {result.sidecar}")
+            if result.registered:
+                print(describe_registered(result.registered))
 
 
 def main() -> None:

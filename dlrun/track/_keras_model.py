@@ -21,12 +21,15 @@ model, versus ~0.05 s for the whole log once TF is warm).
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from dlrun.track._writes import retry_locked
+
+MODEL_VERSIONS_TAG = "mlflow.modelVersions"  # mlflow.utils.mlflow_tags.MLFLOW_MODEL_VERSIONS
 
 
 def default_pip_requirements() -> list[str]:
@@ -53,7 +56,7 @@ def keras_signature(model: Any):
             named = len(tensors) > 1
             return Schema([
                 TensorSpec(
-                    np.dtype(str(t.dtype)),
+                    np.dtype(object) if str(t.dtype) == "string" else np.dtype(str(t.dtype)),
                     tuple(-1 if d is None else int(d) for d in t.shape),
                     getattr(t, "name", None) if named else None,
                 )
@@ -76,12 +79,14 @@ def log_keras_model(
     pip_requirements: list[str] | None = None,
     signature: Any = "infer",
     input_example: Any = None,
+    metadata: dict[str, Any] | None = None,
     tags: dict[str, str] | None = None,
 ) -> str:
     """Log ``model`` as a LoggedModel named ``name`` of run ``run_id``; return ``models:/<id>``.
 
     ``pip_requirements=None`` pins the installed keras and tensorflow; ``signature="infer"``
-    derives a tensor signature from ``model.inputs``/``model.outputs``.
+    derives a tensor signature from ``model.inputs``/``model.outputs``; ``metadata`` goes into
+    the MLmodel file.
     """
     import mlflow.keras
     from mlflow.entities import LoggedModelOutput, LoggedModelStatus
@@ -105,6 +110,7 @@ def log_keras_model(
         )
         with tempfile.TemporaryDirectory(prefix="dlrun-model-") as tmp:
             local = Path(tmp) / "model"
+            local.mkdir()  # save_model writes the input example before it creates the folder
             mlflow_model = Model(
                 artifact_path=logged.artifact_location,
                 model_uuid=logged.model_id,
@@ -118,6 +124,7 @@ def log_keras_model(
                 pip_requirements=pip_requirements,
                 signature=signature,
                 input_example=input_example,
+                metadata=metadata,
             )
             for pycache in local.rglob("__pycache__"):
                 shutil.rmtree(pycache, ignore_errors=True)
@@ -128,3 +135,34 @@ def log_keras_model(
         raise
     retry_locked(client.finalize_logged_model, logged.model_id, LoggedModelStatus.READY)
     return f"models:/{logged.model_id}"
+
+
+def run_logged_model(client: Any, run_id: str) -> str | None:
+    """The id of the newest READY model logged as an output of run ``run_id``, else None."""
+    outputs = getattr(retry_locked(client.get_run, run_id).outputs, "model_outputs", None) or []
+    models = [retry_locked(client.get_logged_model, o.model_id) for o in outputs]
+    ready = [m for m in models if str(m.status).endswith("READY")]
+    return max(ready, key=lambda m: m.creation_timestamp).model_id if ready else None
+
+
+def register_logged_model(client: Any, name: str, model_id: str, run_id: str,
+                          tags: dict[str, str] | None = None) -> dict[str, Any]:
+    """A new version of registered model ``name`` (created if new) for logged model ``model_id``."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        retry_locked(client.create_registered_model, name)
+    except MlflowException as exc:
+        if "ALREADY_EXISTS" not in str(exc.error_code):
+            raise
+    # The artifact location, not models:/<id>: a SQL registry resolves that through the global
+    # tracking URI, not this client's. The logged model lists its versions in a tag, as
+    # mlflow.register_model records them.
+    logged = retry_locked(client.get_logged_model, model_id)
+    version = retry_locked(client.create_model_version, name, logged.artifact_location, run_id=run_id, tags=tags,
+                           model_id=model_id)
+    versions = json.loads(logged.tags.get(MODEL_VERSIONS_TAG, "[]"))
+    versions.append({"name": name, "version": str(version.version)})
+    retry_locked(client.set_logged_model_tags, model_id, {MODEL_VERSIONS_TAG: json.dumps(versions)})
+    return {"name": name, "version": int(version.version), "model_uri": f"models:/{name}/{version.version}",
+            "model_id": model_id, "run_id": run_id}

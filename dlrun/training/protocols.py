@@ -70,9 +70,12 @@ def final_metrics(result: JobResult) -> dict[str, float]:
 
 
 def _log_model(tracked, run_dir, model) -> None:
-    """Log a job's model to MLflow when the job saved one (``tracking.log_model``)."""
+    """Log a job's model to MLflow when the job saved one (``tracking.log_model``): its serving
+    model, the run's preprocessing inside, so it takes raw inputs (see dlrun.inference.serving_mlflow)."""
     if tracked is not None and model is not None and run_dir.file("model.keras").exists():
-        tracked.log_keras_model(model, name="model")
+        from dlrun.inference.serving_mlflow import log_serving_model
+
+        log_serving_model(tracked, run_dir.path, model)
 
 
 def _best_epoch(curve: list[float] | None, monitor: str, mode: str = "min") -> dict[str, float]:
