@@ -159,7 +159,7 @@ def test_grad_cam_writes_the_overlay_and_the_heatmap(tmp_path):
 @pytest.fixture(scope="module")
 def digits_convnet():
     train, held_out = split(1200)
-    return trained_convnet(train, epochs=10, width=8, learning_rate=3e-3), held_out
+    return trained_convnet(train), held_out
 
 
 @pytest.mark.slow

@@ -83,14 +83,17 @@ class LayerTap:
 
     def __call__(self, inputs, training: bool = False):
         captured: dict = {}
+        own = {name: vars(layer).get("call") for name, layer in self.layers.items()}  # usually none
         try:
             for name, layer in self.layers.items():
                 layer.call = self._keeping(layer.call, name, captured)
             outputs = self.model(inputs, training=training)
         finally:
-            for layer in self.layers.values():
-                if "call" in vars(layer):  # only what we set; the class's own method stays
-                    del layer.call
+            for name, layer in self.layers.items():
+                if own[name] is None:
+                    vars(layer).pop("call", None)  # the class's method shows through again
+                else:
+                    layer.call = own[name]
         return captured, outputs
 
     @staticmethod
