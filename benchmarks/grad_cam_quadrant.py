@@ -29,23 +29,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 def measure(model, held_out, seed: int) -> dict:
     import numpy as np
-    from _quadrant_digits import CANVAS, quadrant_digits, quadrant_mass, two_digit_canvases
-
-    from dlrun.tasks.explain import grad_cam_heatmaps
+    from _quadrant_digits import one_digit_shares, quadrant_digits, two_digit_canvases, two_digit_shares
 
     images, labels, quadrants = quadrant_digits(held_out, seed=seed)
     accuracy = float((model.predict(images, verbose=0).argmax(axis=1) == labels).mean())
-    cams = grad_cam_heatmaps(model, images)
-    single = np.array([quadrant_mass(c.upsampled((CANVAS, CANVAS)), q) for c, q in zip(cams, quadrants)])
-
-    images, (labels_a, quadrants_a), (labels_b, quadrants_b) = two_digit_canvases(held_out, seed=seed + 1)
-    own, other = [], []
-    for labels, mine, theirs in ((labels_a, quadrants_a, quadrants_b), (labels_b, quadrants_b, quadrants_a)):
-        for cam, q_mine, q_theirs in zip(grad_cam_heatmaps(model, images, class_indices=labels), mine, theirs):
-            heat = cam.upsampled((CANVAS, CANVAS))
-            own.append(quadrant_mass(heat, q_mine))
-            other.append(quadrant_mass(heat, q_theirs))
-    own, other = np.array(own), np.array(other)
+    single = one_digit_shares(model, images, quadrants)
+    own, other = two_digit_shares(model, *two_digit_canvases(held_out, seed=seed + 1))
     return {
         "images": len(held_out), "accuracy": accuracy,
         "one_digit": {"mean_share_in_quadrant": float(single.mean()), "median": float(np.median(single)),

@@ -92,3 +92,26 @@ def quadrant_mass(heatmap: np.ndarray, quadrant: int) -> float:
     top, left = (quadrant // 2) * half, (quadrant % 2) * half
     total = float(heatmap.sum())
     return float(heatmap[top:top + half, left:left + half].sum()) / total if total > 0 else 0.0
+
+
+def one_digit_shares(model, images, quadrants) -> np.ndarray:
+    """Grad-CAM for the predicted class: each heatmap's share in its digit's quadrant."""
+    from dlrun.tasks.explain import grad_cam_heatmaps
+
+    cams = grad_cam_heatmaps(model, images)
+    return np.array([quadrant_mass(cam.upsampled((CANVAS, CANVAS)), q) for cam, q in zip(cams, quadrants)])
+
+
+def two_digit_shares(model, images, digits_a, digits_b) -> tuple[np.ndarray, np.ndarray]:
+    """Grad-CAM for each of the two digits' classes (``digits_*`` = (labels, quadrants), as
+    :func:`two_digit_canvases` returns them): the share of each heatmap in the asked digit's own
+    quadrant, and in the other digit's."""
+    from dlrun.tasks.explain import grad_cam_heatmaps
+
+    own, other = [], []
+    for (labels, mine), (_, theirs) in ((digits_a, digits_b), (digits_b, digits_a)):
+        for cam, q_mine, q_theirs in zip(grad_cam_heatmaps(model, images, class_indices=labels), mine, theirs):
+            heat = cam.upsampled((CANVAS, CANVAS))
+            own.append(quadrant_mass(heat, q_mine))
+            other.append(quadrant_mass(heat, q_theirs))
+    return np.array(own), np.array(other)

@@ -12,8 +12,8 @@ import pytest
 from dlrun.errors import UsageError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _quadrant_digits import (CANVAS, quadrant_digits, quadrant_mass, split, trained_convnet,  # noqa: E402
-                              two_digit_canvases)
+from _quadrant_digits import (one_digit_shares, quadrant_digits, quadrant_mass, split,  # noqa: E402
+                              trained_convnet, two_digit_canvases, two_digit_shares)
 
 
 def _png(path) -> np.ndarray:
@@ -152,6 +152,7 @@ def test_grad_cam_writes_the_overlay_and_the_heatmap(tmp_path):
     assert cam.heatmap.shape == (22, 22) and 0 <= cam.heatmap.min() and cam.heatmap.max() <= 1
     assert cam.path == tmp_path / "cam.png" and cam.heatmap_path == tmp_path / "cam_heatmap.png"
     assert _png(cam.path).shape == (24, 24, 3) and _png(cam.path).std() > 1
+    assert grad_cam(_convnet(), image).layer == "conv_b"  # by default the last convolution
     with pytest.raises(UsageError, match="not one of the model's classes 0–2"):
         grad_cam(_convnet(), image, class_index=3)
 
@@ -164,13 +165,9 @@ def digits_convnet():
 
 @pytest.mark.slow
 def test_grad_cam_heat_falls_in_the_quadrant_that_holds_the_digit(digits_convnet):
-    from dlrun.tasks.explain import grad_cam_heatmaps
-
     model, held_out = digits_convnet
     images, _, quadrants = quadrant_digits(held_out[:48], seed=1)
-    cams = grad_cam_heatmaps(model, images)
-    assert {cam.layer for cam in cams} == {"last_conv"}
-    shares = np.array([quadrant_mass(cam.upsampled((CANVAS, CANVAS)), q) for cam, q in zip(cams, quadrants)])
+    shares = one_digit_shares(model, images, quadrants)
     assert shares.mean() > 0.6, shares
     assert (shares > 0.5).mean() >= 0.9, shares
 
@@ -179,16 +176,8 @@ def test_grad_cam_heat_falls_in_the_quadrant_that_holds_the_digit(digits_convnet
 def test_grad_cam_tells_two_digits_apart(digits_convnet):
     """Blank canvas around one digit would light up wherever there is ink, even with random weights;
     with two digits, each class's heatmap must choose its own digit's quadrant."""
-    from dlrun.tasks.explain import grad_cam_heatmaps
-
     model, held_out = digits_convnet
-    images, (labels_a, quadrants_a), (labels_b, quadrants_b) = two_digit_canvases(held_out[:48], seed=3)
-    own, other = [], []
-    for labels, mine, theirs in ((labels_a, quadrants_a, quadrants_b), (labels_b, quadrants_b, quadrants_a)):
-        for cam, q_mine, q_theirs in zip(grad_cam_heatmaps(model, images, class_indices=labels), mine, theirs):
-            heat = cam.upsampled((CANVAS, CANVAS))
-            own.append(quadrant_mass(heat, q_mine))
-            other.append(quadrant_mass(heat, q_theirs))
-    own, other = np.array(own), np.array(other)
+    images, digits_a, digits_b = two_digit_canvases(held_out[:48], seed=3)
+    own, other = two_digit_shares(model, images, digits_a, digits_b)
     assert (own > other).mean() >= 0.8, (own, other)
     assert own.mean() > 2 * other.mean(), (own.mean(), other.mean())
