@@ -132,24 +132,12 @@ def filter_patterns(model, out_dir, *, layers: Sequence[str] | None = None, filt
     pictures = []
     for i, name in enumerate(names):
         tap = LayerTap(net, [name])
+        check_feature_map(name, tap.layers[name].output)
         n_channels = int(tap.layers[name].output.shape[-1])
         indices = list(range(min(filters, n_channels))) if isinstance(filters, int) else list(filters)
         if not indices or max(indices) >= n_channels or min(indices) < 0:
             raise UsageError(f"filter patterns: layer '{name}' has filters 0–{n_channels - 1}, not {indices}")
-        mask = tf.one_hot(indices, n_channels)[:, None, None, :]
-
-        @tf.function
-        def ascent_step(pixels, tap=tap, name=name, mask=mask):
-            with tf.GradientTape() as tape:
-                tape.watch(pixels)
-                features, _ = tap(prep.forward(pixels))
-                check_feature_map(name, features[name])
-                per_filter = tf.reduce_mean(tf.reduce_sum(features[name] * mask, axis=-1), axis=(1, 2))
-                total = tf.reduce_sum(per_filter)  # each image's gradient is its own filter's
-            grads = tape.gradient(total, pixels)
-            grads /= tf.sqrt(tf.reduce_mean(tf.square(grads), axis=(1, 2, 3), keepdims=True)) + 1e-5
-            return per_filter, pixels + step_size * grads
-
+        ascent_step = _filter_ascent_step(tap, name, tf.one_hot(indices, n_channels), prep, step_size)
         pixels = tf.constant(rng.random((len(indices), height, width, channels), dtype="float32") * 20 + 128)
         means = []  # the filters' mean activation before each step, and after the last
         for step in range(steps):
@@ -162,6 +150,26 @@ def filter_patterns(model, out_dir, *, layers: Sequence[str] | None = None, filt
         path = save_image(tile_grid(tiles, images_per_row, margin=5), Path(out_dir) / f"{i:02d}_{safe_name(name)}.png")
         pictures.append(LayerPicture(name, path, (len(indices), height, width), (means[0], means[-1])))
     return pictures
+
+
+def _filter_ascent_step(tap: LayerTap, name: str, one_hot_filters, prep, step_size: float):
+    """One gradient ascent step for a batch of images, image ``i`` raising filter ``i``'s mean activation."""
+    import tensorflow as tf
+
+    mask = one_hot_filters[:, None, None, :]
+
+    @tf.function
+    def ascent_step(pixels):
+        with tf.GradientTape() as tape:
+            tape.watch(pixels)
+            features, _ = tap(prep.forward(pixels))
+            per_filter = tf.reduce_mean(tf.reduce_sum(features[name] * mask, axis=-1), axis=(1, 2))
+            total = tf.reduce_sum(per_filter)  # each image's gradient is its own filter's
+        grads = tape.gradient(total, pixels)
+        grads /= tf.sqrt(tf.reduce_mean(tf.square(grads), axis=(1, 2, 3), keepdims=True)) + 1e-5
+        return per_filter, pixels + step_size * grads
+
+    return ascent_step
 
 
 def _pattern(x: np.ndarray) -> np.ndarray:
@@ -215,6 +223,8 @@ def grad_cam_heatmaps(model, images, *, class_indices: Sequence[int] | None = No
         logits = tf.reshape(logits, (tf.shape(logits)[0], -1))
         units = int(logits.shape[-1])
         one_unit = units == 1
+        if class_indices is not None and len(class_indices) != len(logits):
+            raise UsageError(f"Grad-CAM: {len(class_indices)} classes given for {len(logits)} images")
         if class_indices is not None and any(not 0 <= c < max(units, 2) for c in class_indices):
             raise UsageError(f"Grad-CAM: class {list(class_indices)} is not one of the model's classes 0–{max(units, 2) - 1}")
         if class_indices is None:
