@@ -55,6 +55,26 @@ def _err(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+class _JsonOut:
+    """Under ``--json`` the JSON object is the only thing on stdout: :func:`main` points file
+    descriptor 1 — Python's ``print`` and C libraries alike (a plugin that prints, TensorFlow)
+    — at stderr for the whole command, and keeps the real stdout here for the object."""
+
+    stream = None
+
+
+def _claim_stdout() -> None:
+    sys.stdout.flush()
+    _JsonOut.stream = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+
+
+def _print_json(obj) -> None:
+    """Write one JSON object on the real stdout (strict JSON: see :func:`json_dumps`)."""
+    stream = _JsonOut.stream or sys.stdout
+    print(json_dumps(obj), file=stream, flush=True)
+
+
 @contextmanager
 def _user_errors(debug: bool, json_out: bool = False) -> Iterator[None]:
     """Map every failure to one clear message and an exit code; tracebacks only with --debug.
@@ -76,21 +96,36 @@ def _user_errors(debug: bool, json_out: bool = False) -> Iterator[None]:
         code, status, text = exc.exit_code, "FAILED", f"error: {exc}"
     elif isinstance(exc, (RunInterrupted, KeyboardInterrupt)):
         code = EXIT_TERMINATED if getattr(exc, "signal_name", "") == "SIGTERM" else EXIT_INTERRUPTED
-        status = "KILLED"
-        text = f"dlrun: {exc}" if isinstance(exc, RunInterrupted) else "dlrun: interrupted before the run started"
+        status = exc.summary.status if isinstance(exc, RunInterrupted) else "KILLED"
+        text = f"dlrun: {exc}" if isinstance(exc, RunInterrupted) else f"dlrun: {_interrupted_outside_a_run(exc)}"
     elif isinstance(exc, Exception):
         code, status = EXIT_RUNTIME, "FAILED"
         text = f"error: {type(exc).__name__}: {exc}" + ("" if debug else "\n(run again with --debug for the traceback)")
     else:  # SystemExit and the like: not ours to translate
         raise exc
+    if getattr(exc, "late_signals", None):  # a signal came while the failed run was being recorded
+        text += f"\ndlrun: then {', then '.join(exc.late_signals)} while the run was being recorded" + (
+            "" if exc.uploaded else f"; the upload of its files to MLflow was cut short: dlrun sync "
+                                    f"{exc.run_summary.run_dir} uploads the rest")
     if debug:
         traceback.print_exception(exc)
     _err(text)
     if json_out:
         run = getattr(exc, "summary", None) or getattr(exc, "run_summary", None)
         record = {**(run.to_dict() if run else {}), "status": status, "error": text, "exit_code": code}
-        print(json_dumps(record), flush=True)
+        _print_json(record)
     raise typer.Exit(code)
+
+
+def _interrupted_outside_a_run(exc: BaseException) -> str:
+    """A signal that came before a run was created, or after it was recorded."""
+    from dlrun.training.interrupts import last_run
+
+    signals = ", then ".join(getattr(exc, "signals", ["SIGINT"]))
+    ended = last_run()
+    if ended is None:
+        return f"interrupted ({signals}) before the run started: no run was created or changed"
+    return f"interrupted ({signals}) after the run was recorded: {ended}"
 
 
 def json_dumps(obj) -> str:
@@ -131,7 +166,7 @@ def _run(recipe: Optional[Path], overrides: list[str], output_root: Path, tracki
             command=["dlrun", *sys.argv[1:]], resume=target,
         )
         if json_out:
-            print(json_dumps(summary.to_dict()), flush=True)
+            _print_json(summary.to_dict())
 
 
 def _seed_override(seed: Optional[int]) -> list[str]:
@@ -212,7 +247,7 @@ def tune(
         finally:
             reporter.close()
         if json_out:
-            print(json_dumps({"status": "OK", **result.to_dict()}), flush=True)
+            _print_json({"status": "OK", **result.to_dict()})
         elif not quiet:
             print_trials(result, tty=sys.stdout.isatty())
 
@@ -297,7 +332,7 @@ def compare(
         result = compare_runs(runs, metric=metric, smooth=smooth, output=output, output_root=output_root,
                               tracking_uri=tracking_uri)
         if json_out:
-            print(json_dumps({"status": "OK", **result.to_dict()}), flush=True)
+            _print_json({"status": "OK", **result.to_dict()})
         elif not quiet:
             print_table(result, tty=sys.stdout.isatty())
             print(f"plot: {result.plot}")
@@ -343,8 +378,7 @@ def sync(
                 print(result.line(), flush=True)
             results.append({**result.to_dict(), "status": "SYNCED", "run_status": result.status})
         if json_out:
-            print(json_dumps({"status": "OK" if code == 0 else "FAILED", "runs": results, "exit_code": code}),
-                  flush=True)
+            _print_json({"status": "OK" if code == 0 else "FAILED", "runs": results, "exit_code": code})
     if code:
         raise typer.Exit(code)
 
@@ -373,7 +407,7 @@ def ensemble(
         result = run_ensemble(runs, weights=weights, fit_weights=fit_weights, output_root=output_root,
                               tracking_uri=tracking_uri, track=track)
         if json_out:
-            print(json_dumps({"status": "OK", **result.to_dict()}), flush=True)
+            _print_json({"status": "OK", **result.to_dict()})
         elif not quiet:
             print_ensemble(result, tty=sys.stdout.isatty())
             print(f"recorded: {result.ensemble_dir}")
@@ -386,6 +420,7 @@ def main() -> None:
     if "--json" not in sys.argv[1:]:
         app()
         return
+    _claim_stdout()
     try:  # --json: even a command-line usage error answers with one JSON object
         code = app(standalone_mode=False)
     except Exception as exc:  # Typer vendors click: recognise its usage errors by their interface
@@ -393,7 +428,7 @@ def main() -> None:
             raise
         exc.show()
         code = getattr(exc, "exit_code", EXIT_USAGE)
-        print(json_dumps({"status": "INVALID", "error": exc.format_message(), "exit_code": code}), flush=True)
+        _print_json({"status": "INVALID", "error": exc.format_message(), "exit_code": code})
     sys.exit(code or 0)
 
 
