@@ -6,7 +6,6 @@ that train or build a model, never by ``--help``, ``validate`` or ``show --no-mo
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import traceback
@@ -17,6 +16,7 @@ from typing import Iterator, List, Optional
 import typer
 
 from dlrun.errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, DlrunError, RecipeError
+from dlrun.json_output import claim_stdout, print_json
 
 app = typer.Typer(
     name="dlrun",
@@ -53,26 +53,6 @@ DebugOption = typer.Option(False, "--debug", help="Show Python tracebacks on err
 
 def _err(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
-
-
-class _JsonOut:
-    """Under ``--json`` the JSON object is the only thing on stdout: :func:`main` points file
-    descriptor 1 — Python's ``print`` and C libraries alike (a plugin that prints, TensorFlow)
-    — at stderr for the whole command, and keeps the real stdout here for the object."""
-
-    stream = None
-
-
-def _claim_stdout() -> None:
-    sys.stdout.flush()
-    _JsonOut.stream = os.fdopen(os.dup(1), "w", encoding="utf-8")
-    os.dup2(2, 1)
-
-
-def _print_json(obj) -> None:
-    """Write one JSON object on the real stdout (strict JSON: see :func:`json_dumps`)."""
-    stream = _JsonOut.stream or sys.stdout
-    print(json_dumps(obj), file=stream, flush=True)
 
 
 @contextmanager
@@ -113,7 +93,7 @@ def _user_errors(debug: bool, json_out: bool = False) -> Iterator[None]:
     if json_out:
         run = getattr(exc, "summary", None) or getattr(exc, "run_summary", None)
         record = {**(run.to_dict() if run else {}), "status": status, "error": text, "exit_code": code}
-        _print_json(record)
+        print_json(record)
     raise typer.Exit(code)
 
 
@@ -126,20 +106,6 @@ def _interrupted_outside_a_run(exc: BaseException) -> str:
     if ended is None:
         return f"interrupted ({signals}) before the run started: no run was created or changed"
     return f"interrupted ({signals}) after the run was recorded: {ended}"
-
-
-def json_dumps(obj) -> str:
-    """Strict JSON: NaN and infinities (a diverged loss) become null."""
-    def clean(value):
-        if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
-            return None
-        if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [clean(v) for v in value]
-        return value
-
-    return json.dumps(clean(obj), allow_nan=False)
 
 
 def _load(recipe: Path, overrides: list[str]):
@@ -166,7 +132,7 @@ def _run(recipe: Optional[Path], overrides: list[str], output_root: Path, tracki
             command=["dlrun", *sys.argv[1:]], resume=target,
         )
         if json_out:
-            _print_json(summary.to_dict())
+            print_json(summary.to_dict())
 
 
 def _seed_override(seed: Optional[int]) -> list[str]:
@@ -247,7 +213,7 @@ def tune(
         finally:
             reporter.close()
         if json_out:
-            _print_json({"status": "OK", **result.to_dict()})
+            print_json({"status": "OK", **result.to_dict()})
         elif not quiet:
             print_trials(result, tty=sys.stdout.isatty())
 
@@ -332,7 +298,7 @@ def compare(
         result = compare_runs(runs, metric=metric, smooth=smooth, output=output, output_root=output_root,
                               tracking_uri=tracking_uri)
         if json_out:
-            _print_json({"status": "OK", **result.to_dict()})
+            print_json({"status": "OK", **result.to_dict()})
         elif not quiet:
             print_table(result, tty=sys.stdout.isatty())
             print(f"plot: {result.plot}")
@@ -378,7 +344,7 @@ def sync(
                 print(result.line(), flush=True)
             results.append({**result.to_dict(), "status": "SYNCED", "run_status": result.status})
         if json_out:
-            _print_json({"status": "OK" if code == 0 else "FAILED", "runs": results, "exit_code": code})
+            print_json({"status": "OK" if code == 0 else "FAILED", "runs": results, "exit_code": code})
     if code:
         raise typer.Exit(code)
 
@@ -407,7 +373,7 @@ def ensemble(
         result = run_ensemble(runs, weights=weights, fit_weights=fit_weights, output_root=output_root,
                               tracking_uri=tracking_uri, track=track)
         if json_out:
-            _print_json({"status": "OK", **result.to_dict()})
+            print_json({"status": "OK", **result.to_dict()})
         elif not quiet:
             print_ensemble(result, tty=sys.stdout.isatty())
             print(f"recorded: {result.ensemble_dir}")
@@ -420,7 +386,7 @@ def main() -> None:
     if "--json" not in sys.argv[1:]:
         app()
         return
-    _claim_stdout()
+    claim_stdout()
     try:  # --json: even a command-line usage error answers with one JSON object
         code = app(standalone_mode=False)
     except Exception as exc:  # Typer vendors click: recognise its usage errors by their interface
@@ -428,7 +394,7 @@ def main() -> None:
             raise
         exc.show()
         code = getattr(exc, "exit_code", EXIT_USAGE)
-        _print_json({"status": "INVALID", "error": exc.format_message(), "exit_code": code})
+        print_json({"status": "INVALID", "error": exc.format_message(), "exit_code": code})
     sys.exit(code or 0)
 
 
