@@ -6,7 +6,6 @@ that train or build a model, never by ``--help``, ``validate`` or ``show --no-mo
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import traceback
@@ -17,6 +16,7 @@ from typing import Iterator, List, Optional
 import typer
 
 from dlrun.errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, DlrunError, RecipeError, UsageError
+from dlrun.json_output import claim_stdout, print_json
 
 app = typer.Typer(
     name="dlrun",
@@ -78,35 +78,36 @@ def _user_errors(debug: bool, json_out: bool = False) -> Iterator[None]:
         code, status, text = exc.exit_code, "FAILED", f"error: {exc}"
     elif isinstance(exc, (RunInterrupted, KeyboardInterrupt)):
         code = EXIT_TERMINATED if getattr(exc, "signal_name", "") == "SIGTERM" else EXIT_INTERRUPTED
-        status = "KILLED"
-        text = f"dlrun: {exc}" if isinstance(exc, RunInterrupted) else "dlrun: interrupted before the run started"
+        status = exc.summary.status if isinstance(exc, RunInterrupted) else "KILLED"
+        text = f"dlrun: {exc}" if isinstance(exc, RunInterrupted) else f"dlrun: {_interrupted_outside_a_run(exc)}"
     elif isinstance(exc, Exception):
         code, status = EXIT_RUNTIME, "FAILED"
         text = f"error: {type(exc).__name__}: {exc}" + ("" if debug else "\n(run again with --debug for the traceback)")
     else:  # SystemExit and the like: not ours to translate
         raise exc
+    if getattr(exc, "late_signals", None):  # a signal came while the failed run was being recorded
+        text += f"\ndlrun: then {', then '.join(exc.late_signals)} while the run was being recorded" + (
+            "" if exc.uploaded else f"; the upload of its files to MLflow was cut short: dlrun sync "
+                                    f"{exc.run_summary.run_dir} uploads the rest")
     if debug:
         traceback.print_exception(exc)
     _err(text)
     if json_out:
         run = getattr(exc, "summary", None) or getattr(exc, "run_summary", None)
         record = {**(run.to_dict() if run else {}), "status": status, "error": text, "exit_code": code}
-        print(json_dumps(record), flush=True)
+        print_json(record)
     raise typer.Exit(code)
 
 
-def json_dumps(obj) -> str:
-    """Strict JSON: NaN and infinities (a diverged loss) become null."""
-    def clean(value):
-        if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
-            return None
-        if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [clean(v) for v in value]
-        return value
+def _interrupted_outside_a_run(exc: BaseException) -> str:
+    """A signal that came before a run was created, or after it was recorded."""
+    from dlrun.training.interrupts import last_run
 
-    return json.dumps(clean(obj), allow_nan=False)
+    signals = ", then ".join(getattr(exc, "signals", ["SIGINT"]))
+    ended = last_run()
+    if ended is None:
+        return f"interrupted ({signals}) before the run started: no run was created or changed"
+    return f"interrupted ({signals}) after the run was recorded: {ended}"
 
 
 def _load(recipe: Path, overrides: list[str]):
@@ -136,7 +137,7 @@ def _run(recipe: Optional[Path], overrides: list[str], output_root: Path, tracki
         )
         registered = _register(summary, register, quiet or json_out) if register else None
         if json_out:
-            print(json_dumps({**summary.to_dict(), **({"registered": registered} if register else {})}), flush=True)
+            print_json({**summary.to_dict(), **({"registered": registered} if register else {})})
 
 
 def _check_register(recipe) -> None:
@@ -246,7 +247,7 @@ def tune(
         finally:
             reporter.close()
         if json_out:
-            print(json_dumps({"status": "OK", **result.to_dict()}), flush=True)
+            print_json({"status": "OK", **result.to_dict()})
         elif not quiet:
             print_trials(result, tty=sys.stdout.isatty())
 
@@ -352,7 +353,7 @@ def compare(
         result = compare_runs(runs, metric=metric, smooth=smooth, output=output, output_root=output_root,
                               tracking_uri=tracking_uri)
         if json_out:
-            print(json_dumps({"status": "OK", **result.to_dict()}), flush=True)
+            print_json({"status": "OK", **result.to_dict()})
         elif not quiet:
             print_table(result, tty=sys.stdout.isatty())
             print(f"plot: {result.plot}")
@@ -398,8 +399,7 @@ def sync(
                 print(result.line(), flush=True)
             results.append({**result.to_dict(), "status": "SYNCED", "run_status": result.status})
         if json_out:
-            print(json_dumps({"status": "OK" if code == 0 else "FAILED", "runs": results, "exit_code": code}),
-                  flush=True)
+            print_json({"status": "OK" if code == 0 else "FAILED", "runs": results, "exit_code": code})
     if code:
         raise typer.Exit(code)
 
@@ -428,7 +428,7 @@ def ensemble(
         result = run_ensemble(runs, weights=weights, fit_weights=fit_weights, output_root=output_root,
                               tracking_uri=tracking_uri, track=track)
         if json_out:
-            print(json_dumps({"status": "OK", **result.to_dict()}), flush=True)
+            print_json({"status": "OK", **result.to_dict()})
         elif not quiet:
             print_ensemble(result, tty=sys.stdout.isatty())
             print(f"recorded: {result.ensemble_dir}")
@@ -466,7 +466,7 @@ def predict(
                              top_k=top_k, batch_size=batch_size, force=force,
                              progress=sys.stderr.isatty() and not quiet and not json_out)
         if json_out:
-            print(json_dumps({"status": "OK", **result.to_dict()}), flush=True)
+            print_json({"status": "OK", **result.to_dict()})
         elif not quiet and output != "-":
             _err(f"predicted {result.rows} {'rows' if result.rows != 1 else 'row'} in {result.seconds:.1f} s → "
                  f"{result.output} (columns: {', '.join(result.columns)})")
@@ -493,7 +493,7 @@ def evaluate(
         result = run_evaluate(run, data, output_root=output_root, tracking_uri=tracking_uri, fold=fold,
                               batch_size=batch_size, track=track)
         if json_out:
-            print(json_dumps({"status": "OK", **result.to_dict()}), flush=True)
+            print_json({"status": "OK", **result.to_dict()})
         elif not quiet:
             width = max(map(len, result.metrics), default=0)
             print(f"{result.rows} rows of {result.data} on {result.model}:")
@@ -527,7 +527,7 @@ def runs(
         for error in listing.store_errors:
             _err(f"warning: cannot read the tracking store {error}")
         if json_out:
-            print(json_dumps({"status": "OK", **listing.to_dict()}), flush=True)
+            print_json({"status": "OK", **listing.to_dict()})
         elif not quiet:
             print_listing(listing, tty=sys.stdout.isatty())
             for path in listing.marked:
@@ -560,7 +560,7 @@ def export(
         result = export_run(run, format_, output, output_root=output_root, tracking_uri=tracking_uri, fold=fold,
                             force=force, register=register)
         if json_out:
-            print(json_dumps({"status": "OK", **result.to_dict()}), flush=True)
+            print_json({"status": "OK", **result.to_dict()})
         elif not quiet:
             print(f"exported {result.format}: {result.path}", flush=True)
             print("\n".join(result.lines))
@@ -578,6 +578,7 @@ def main() -> None:
     if "--json" not in sys.argv[1:]:
         app()
         return
+    claim_stdout()
     try:  # --json: even a command-line usage error answers with one JSON object
         code = app(standalone_mode=False)
     except Exception as exc:  # Typer vendors click: recognise its usage errors by their interface
@@ -585,7 +586,7 @@ def main() -> None:
             raise
         exc.show()
         code = getattr(exc, "exit_code", EXIT_USAGE)
-        print(json_dumps({"status": "INVALID", "error": exc.format_message(), "exit_code": code}), flush=True)
+        print_json({"status": "INVALID", "error": exc.format_message(), "exit_code": code})
     sys.exit(code or 0)
 
 

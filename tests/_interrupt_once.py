@@ -4,6 +4,7 @@ remembers that it fired (a resumed run, or a twin, trains on undisturbed).
 
 ``signal: true`` sends the process a real SIGTERM (for a ``dlrun`` subprocess, whose handler
 notes it); ``signal: false`` notes it the way that handler does (a run inside pytest).
+``signals: [SIGINT, SIGTERM]`` sends those real signals one right after the other instead.
 """
 
 import os
@@ -16,9 +17,10 @@ from dlrun.training import interrupts
 
 
 class InterruptOnce(keras.callbacks.Callback):
-    def __init__(self, epoch, batch, marker, signal=True):
+    def __init__(self, epoch, batch, marker, signal=True, signals=None):
         super().__init__()
         self.at, self.marker, self.signal = (epoch, batch), Path(marker), signal
+        self.signals = signals or (["SIGTERM"] if signal else [])
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch + 1
@@ -27,7 +29,7 @@ class InterruptOnce(keras.callbacks.Callback):
         if (self.epoch, batch) != self.at or self.marker.exists():
             return
         self.marker.write_text("interrupted")
-        if self.signal:
-            os.kill(os.getpid(), signals.SIGTERM)
-        else:
+        for name in self.signals:
+            os.kill(os.getpid(), getattr(signals, name))
+        if not self.signals:
             interrupts._State.pending = "SIGTERM"

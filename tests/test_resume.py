@@ -174,3 +174,61 @@ def test_a_full_disk_is_reported_before_anything_is_written(root, monkeypatch, t
     with pytest.raises(UsageError, match="MB free on the disk of the output folder"):
         dlrun.train(_recipe(root, "full_disk", epochs=1), output_root=tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_a_resume_that_waited_while_another_finished_the_run_does_not_run_it_again(root):
+    """B reads the run (KILLED) and gets ready (data, model: tests/_wait_for_go.py holds it
+    there); meanwhile A resumes the run to FINISHED; B then takes the lock, sees the run has
+    finished and stops: test_loss logged once, one logged model."""
+    from mlflow import MlflowClient
+
+    from dlrun.training.runner import RunInterrupted
+
+    recipe = root / "race.yaml"
+    recipe.write_text(resumable_iris_recipe("race", epochs=4, plugins="_interrupt_once, _wait_for_go",
+                                            callbacks=f"InterruptOnce: {{epoch: 2, batch: 3, marker: "
+                                                      f"{root / 'race.sent'}, signal: false}}"))
+    with pytest.raises(RunInterrupted):
+        dlrun.train(recipe, output_root=root)
+    run_dir = _run_dir(root, "race")
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), str(Path(__file__).parent)])}
+    go = root / "race.go"
+    waiting = subprocess.Popen([DLRUN, "train", "--resume", str(run_dir), "-o", str(root)], text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**env, "DLRUN_TEST_WAIT_FOR": str(go)})
+    try:
+        deadline = time.monotonic() + 240
+        while not Path(f"{go}.waiting").exists() and waiting.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert Path(f"{go}.waiting").exists(), waiting.communicate()[1]
+        first = subprocess.run([DLRUN, "train", "--resume", str(run_dir), "-o", str(root), "--json"],
+                               capture_output=True, text=True, env=env, timeout=300)
+        assert first.returncode == 0, first.stderr
+        go.write_text("go")
+        out, err = waiting.communicate(timeout=240)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+    assert waiting.returncode == 2, err
+    assert f"run {run_dir} finished in another process while this one was getting ready" in err
+    status = json.loads((run_dir / "run.json").read_text())
+    assert status["status"] == "FINISHED" and status["resumed"] == ["KILLED"]
+    client = MlflowClient(status["tracking_uri"])
+    run_id = status["mlflow_run_id"]
+    assert len(client.get_metric_history(run_id, "test_loss")) == 1
+    assert client.get_run(run_id).info.status == "FINISHED"
+    experiment = client.get_run(run_id).info.experiment_id
+    models = client.search_logged_models([experiment], filter_string=f"source_run_id = '{run_id}'")
+    assert len(models) == 1
+
+
+def test_a_run_held_by_a_live_process_is_refused_before_any_work(root):
+    from dlrun.training.resume import locked_run, prepare_resume
+
+    run_dir = root / "held"
+    run_dir.mkdir()
+    (run_dir / "run.json").write_text(json.dumps({"status": "RUNNING"}))
+    with locked_run(run_dir):
+        with pytest.raises(ResumeError, match=rf"run {run_dir} is still running in another process "
+                                              rf"\(pid {os.getpid()}\)"):
+            prepare_resume(str(run_dir), root, None, [], force=False)

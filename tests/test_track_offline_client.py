@@ -1,11 +1,11 @@
-"""A store that cannot even be opened: ``MlflowClient()`` itself fails, the tracker is offline
-with no client at all (``Tracker.client`` None), and a whole run still finishes with everything
-in its run directory. Also: a Keras model upload is not retried as a whole on top of its own
-per-step retries.
+"""A store whose client cannot even be created because the store is away: ``MlflowClient()``
+itself fails with a connection error, the tracker is offline with no client at all
+(``Tracker.client`` None), and a whole run still finishes with everything in its run
+directory. Also: a Keras model upload is not retried as a whole on top of its own per-step
+retries.
 
-The broken store is ``sqlite:///<an existing directory>``. MLflow retries opening a SQLite
-engine 10 times with a doubling sleep (about 100 s, ``mlflow.store.db.utils.MAX_RETRY_COUNT``,
-not configurable); the tests cut that to one attempt so they run in seconds.
+(A store that can never work — a ``sqlite:///`` path that is a folder, a file that is not a
+database — is a usage error before the run starts: tests/test_store_preflight.py.)
 """
 
 from __future__ import annotations
@@ -31,32 +31,32 @@ from _recipes import iris_recipe  # noqa: E402
 from test_track_outage import exercise_offline_run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+AWAY_URI = "http://127.0.0.1:9"
 
-# ``python -m dlrun`` with MLflow's engine-creation retries cut to one attempt.
-_DLRUN_ONE_DB_ATTEMPT = (
-    "import sys, mlflow.store.db.utils as u; u.MAX_RETRY_COUNT = 1; "
-    "sys.argv[0] = 'dlrun'; from dlrun.cli import main; main()"
-)
-
-
-def broken_sqlite_uri(tmp_path: Path) -> str:
-    folder = tmp_path / "not-a-database"
-    folder.mkdir()
-    return f"sqlite:///{folder}"  # an existing directory: "unable to open database file"
-
-
-@pytest.fixture
-def one_db_attempt(monkeypatch):
-    import mlflow.store.db.utils as db_utils
-
-    monkeypatch.setattr(db_utils, "MAX_RETRY_COUNT", 1)
+# ``python -m dlrun`` in a world where creating an MLflow client meets a refused connection.
+_DLRUN_CLIENT_AWAY = """
+import sys, mlflow, requests
+def away(self, *args, **kwargs):
+    raise requests.exceptions.ConnectionError("Connection refused")
+mlflow.MlflowClient.__init__ = away
+sys.argv[0] = "dlrun"
+from dlrun.cli import main
+main()
+"""
 
 
-def test_store_that_cannot_be_opened_gives_a_clientless_offline_tracker(tmp_path, one_db_attempt):
+def test_store_whose_client_cannot_be_created_gives_a_clientless_offline_tracker(tmp_path, monkeypatch):
+    import mlflow
+    import requests
+
+    def away(self, *args, **kwargs):
+        raise requests.exceptions.ConnectionError("Connection refused")
+
+    monkeypatch.setattr(mlflow.MlflowClient, "__init__", away)
     seen: list[dict] = []
-    tracker = Tracker.from_output_root(tmp_path / "out", "exp", broken_sqlite_uri(tmp_path), on_outage=seen.append)
+    tracker = Tracker.from_output_root(tmp_path / "out", "exp", AWAY_URI, on_outage=seen.append)
     assert tracker.offline and tracker.client is None and tracker.experiment_id is None
-    assert len(seen) == 1 and "unable to open database file" in seen[0]["reason"]
+    assert len(seen) == 1 and "Connection refused" in seen[0]["reason"]
     parent = tracker.start_run("offline")
     child = tracker.start_run("fold", parent=parent)
     assert tracker.reopen_run("some-run-id").run_id is None
@@ -67,16 +67,16 @@ def test_store_that_cannot_be_opened_gives_a_clientless_offline_tracker(tmp_path
     assert len(seen) == 1
 
 
-def test_training_with_a_store_that_cannot_be_opened_finishes_offline(tmp_path):
-    """The whole CLI path (runner → log_run_files, model logging): exit 0, one warning, no
-    traceback, tracking.json and the run's files in the run directory."""
+def test_training_with_a_store_whose_client_cannot_be_created_finishes_offline(tmp_path):
+    """The whole CLI path (store opened before the run directory exists → the offline notice
+    written into it once it does, runner → log_run_files, model logging): exit 0, one warning,
+    no traceback, tracking.json and the run's files in the run directory."""
     (tmp_path / "iris.yaml").write_text(iris_recipe("iris_clientless", epochs=1))
-    uri = broken_sqlite_uri(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("MLFLOW_TRACKING_URI", None)
     result = subprocess.run(
-        [sys.executable, "-c", _DLRUN_ONE_DB_ATTEMPT, "train", "iris.yaml", "-o", "out", "--json",
-         "--tracking-uri", uri],
+        [sys.executable, "-c", _DLRUN_CLIENT_AWAY, "train", "iris.yaml", "-o", "out", "--json",
+         "--tracking-uri", AWAY_URI],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, result.stderr
@@ -85,14 +85,13 @@ def test_training_with_a_store_that_cannot_be_opened_finishes_offline(tmp_path):
     assert summary["status"] == "FINISHED" and summary["run_id"] is None
     run_dir = Path(summary["run_dir"])
     assert result.stderr.count("tracking is offline") == 1
-    assert f"dlrun: warning: MLflow tracking is offline ({uri}: unable to open database file)" in result.stderr
+    assert f"dlrun: warning: MLflow tracking is offline ({AWAY_URI}: Connection refused)" in result.stderr
     assert f"dlrun sync {run_dir}" in result.stderr
     record = json.loads((run_dir / TRACKING_FILE).read_text())
-    assert record["tracking"] == "offline" and record["uri"] == uri
+    assert record["tracking"] == "offline" and record["uri"] == AWAY_URI
     assert json.loads((run_dir / "run.json").read_text())["status"] == "FINISHED"
     for name in ("model.keras", "history.csv", "recipe.yaml", "run.json"):
         assert (run_dir / name).is_file(), name
-    assert list(Path(uri[len("sqlite:///"):]).iterdir()) == []  # nothing written to the "store"
 
 
 def test_model_upload_is_not_retried_as_a_whole(tmp_path, monkeypatch):

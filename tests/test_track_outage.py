@@ -119,7 +119,8 @@ def test_unreachable_at_start_gives_an_offline_tracker(tmp_path, monkeypatch):
 def test_malformed_uri_is_a_clear_usage_error(tmp_path):
     from dlrun.errors import UsageError
 
-    with pytest.raises(UsageError, match="cannot use the MLflow tracking URI 'nosuchscheme://x'"):
+    with pytest.raises(UsageError, match=r"cannot use the MLflow tracking store nosuchscheme://x \(given by "
+                                         r"--tracking-uri\): .*unsupported URI"):
         Tracker.from_output_root(tmp_path, "exp", "nosuchscheme://x")
 
 

@@ -76,6 +76,25 @@ class Dataset:
     y_test: np.ndarray | None = None
     name: str = ""
     info: dict = field(default_factory=dict)
+    # Where each row came from, through shuffle, limit and a test part taken out of the
+    # training rows: {"train": (source part, row numbers), "test": …} (see :func:`source_row`).
+    source_rows: dict | None = None
+
+
+def source_row(ds: Dataset, part: str, i: int) -> str:
+    """Row ``i`` of ``ds``'s ``part`` ("train" or "test") in the source's own terms: a CSV
+    line, an npz array's row, a row of the source's training or test data."""
+    origin, rows = (ds.source_rows or {}).get(part) or (part, None)
+    row = int(rows[i]) if rows is not None else int(i)
+    info = ds.info
+    if info.get("source") == "csv":
+        return f"line {row + 2} of {info['path']}"  # +1 for the header, +1 from 0-based
+    if info.get("source") == "npz":
+        key = (info.get("keys") or {}).get("y" if origin == "train" else "y_test")
+        if isinstance(key, str):
+            return f"row {row} of array '{key}' in {info['path']}"
+        return f"row {row} of the {origin} arrays of {info['path']}"
+    return f"row {row} of the source's {'training' if origin == 'train' else 'test'} data"
 
 
 def describe(ds: Dataset) -> dict:

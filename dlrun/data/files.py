@@ -7,11 +7,13 @@ so a recipe runs the same from anywhere.
 from __future__ import annotations
 
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from dlrun.data.dataset import Dataset, NamedArrays
+from dlrun.data.finite import check_array
 from dlrun.errors import DataError, did_you_mean
 
 
@@ -24,9 +26,21 @@ def _existing_file(path: str, base_dir: Path) -> Path:
     resolved = resolve_path(path, base_dir)
     if not resolved.is_file():
         what = "is a folder, not a file" if resolved.is_dir() else "does not exist"
+        if resolved.exists() and not resolved.is_dir():
+            what = "is not a regular file"
         raise DataError(f"data.path: {resolved} {what} (relative paths are read from the "
                         f"recipe's folder {Path(base_dir).resolve()})")
+    readable(resolved, "data.path")
     return resolved
+
+
+def readable(path: Path, where: str) -> None:
+    """Open ``path`` once for reading, so a file this user may not read is reported by name."""
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as error:
+        raise DataError(f"{where}: cannot read {path}: {error.strerror or error}") from error
 
 
 # --------------------------------------------------------------------------- npz
@@ -37,7 +51,8 @@ def load_npz(spec, base_dir: Path) -> Dataset:
     try:
         archive = np.load(path, allow_pickle=False)
     except (ValueError, OSError, zipfile.BadZipFile) as error:
-        raise DataError(f"data.path: {path} is not a NumPy .npz file ({error})") from error
+        raise DataError(f"data.path: {path} is not a NumPy .npz file, or it is cut short or damaged "
+                        f"({error})") from error
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise DataError(f"data.path: {path} holds a single array, not an .npz archive; save "
                         f"it with np.savez(path, x=..., y=...)")
@@ -81,14 +96,21 @@ def _array(archive, field: str, key: str, path: Path, keys: list[str]) -> np.nda
         raise DataError(f"data.{field}: {path} has no array '{key}' (its keys: "
                         f"{', '.join(keys) or 'none'}){did_you_mean(key, keys)}")
     try:
-        return archive[key]
-    except ValueError as error:  # "Object arrays cannot be loaded when allow_pickle=False"
+        array = archive[key]
+    except ValueError as error:
+        if "allow_pickle" not in str(error):  # a member cut short: "cannot reshape array of size …"
+            raise DataError(f"data.{field}: array '{key}' of {path} is damaged ({error})") from error
         raise DataError(
             f"data.{field}: array '{key}' of {path} holds Python objects (e.g. ragged "
             f"sequences), which only load through pickle, and pickle can run arbitrary code, "
             f"so dlrun does not unpickle files. Save numeric arrays instead, e.g. pad the "
             f"sequences to one length (keras.utils.pad_sequences) before np.savez"
         ) from error
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as error:  # "Bad CRC-32", a truncated member
+        raise DataError(f"data.{field}: array '{key}' of {path} is damaged ({error}); write the file "
+                        f"again") from error
+    check_array(array, f"data.{field}: array '{key}' of {path}")
+    return array
 
 
 def _same_length(x, y, what: str, path: Path) -> None:
@@ -106,7 +128,7 @@ def load_csv(spec, base_dir: Path) -> Dataset:
     path = _existing_file(spec.path, base_dir)
     try:
         table = pd.read_csv(path, sep=spec.delimiter)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as error:
         raise DataError(f"data.path: cannot read {path} as CSV ({error})") from error
     columns = [str(c) for c in table.columns]
     table.columns = columns
@@ -190,6 +212,13 @@ def _numeric_columns(table, names: list[str], path: Path, where: str) -> np.ndar
             line = int(column[column.isna()].index[0]) + 2  # +1 header, +1 from 0-based
             raise DataError(f"{where}: column '{name}' of {path} has {int(column.isna().sum())} "
                             f"empty or NaN values (first on line {line}); fill or drop them")
+        values = column.to_numpy()
+        check_array(values, f"{where}: column '{name}' of {path}", "replace them or drop those lines",
+                    row_text="on line {row}", first_row=2)
+        if values.dtype.kind == "f" and (huge := np.abs(values) > np.finfo(np.float32).max).any():
+            row = int(np.argmax(huge))
+            raise DataError(f"{where}: column '{name}' of {path} has {values[row]} on line {row + 2}, beyond what "
+                            f"float32 holds (±3.4e38): it would train as infinite; rescale the column")
     return table[names].to_numpy()
 
 

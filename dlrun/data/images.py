@@ -33,6 +33,7 @@ def load_image_directory(spec, base_dir: Path, *, seed: int, batch_size: int) ->
     folders = {part: getattr(spec, part) for part in ("train", "validation", "test")}
     scans = {part: _scan(root, part, folder) for part, folder in folders.items() if folder is not None}
     class_names = _check_classes(scans, spec.label_mode)
+    verified = verify_images({part: s["paths"] for part, s in scans.items()}, _CHANNELS[spec.color_mode])
 
     info = {
         "path": str(root),
@@ -46,6 +47,7 @@ def load_image_directory(spec, base_dir: Path, *, seed: int, batch_size: int) ->
         "files": sum(s["files"] for s in scans.values()),
         "bytes_on_disk": sum(s["bytes"] for s in scans.values()),
         "batch_size": batch_size,
+        "verified": verified,
     }
     directories = {part: root / folders[part] for part in scans}
     train_stream = None  # decoded images stream in tf.data's own order
@@ -80,15 +82,15 @@ def _scan(root: Path, part: str, folder: str) -> dict:
     classes = sorted(p.name for p in directory.iterdir() if p.is_dir())
     if not classes:
         raise DataError(f"data.{part}: {directory} has no class sub-folders — expected {_LAYOUT_HINT}")
-    per_class, size = {}, 0
+    per_class, size, paths = {}, 0, []
     for name in classes:
-        files = [f for f in (directory / name).rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
+        files = sorted(f for f in (directory / name).rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
         per_class[name] = len(files)
         size += sum(f.stat().st_size for f in files)
-    files = sum(per_class.values())
-    if files == 0:
+        paths += files
+    if not paths:
         raise DataError(f"data.{part}: no images ({', '.join(IMAGE_SUFFIXES)}) under {directory}")
-    return {"classes": classes, "per_class": per_class, "files": files, "bytes": size}
+    return {"classes": classes, "per_class": per_class, "files": len(paths), "bytes": size, "paths": paths}
 
 
 def _check_classes(scans: dict, label_mode: str) -> list[str]:
@@ -126,6 +128,60 @@ def _part_factory(directory: Path, spec, class_names: list[str], batch_size: int
         return ds.prefetch(tf.data.AUTOTUNE)
 
     return make
+
+
+# --------------------------------------------------------------------------- verification
+
+# TensorFlow's words for an image it cannot decode → the user's.
+_DECODE_ERRORS = (
+    ("input is empty", "the file is empty"),
+    ("unknown image file format", "not a JPEG, PNG, GIF or BMP image"),
+    ("jpeg::uncompress failed", "damaged or cut-short JPEG data"),
+    ("invalid png", "damaged PNG data"),
+    ("permission denied", "this user may not read it"),
+)
+
+
+def verify_images(paths_by_part: dict[str, list[Path]], channels: int) -> dict:
+    """Decode every image once, as training will (TensorFlow's ``decode_image``, in parallel),
+    so a file it cannot decode is named before the run starts instead of ending training with
+    TensorFlow's op text on whichever batch meets it first. Costs about one epoch's decoding
+    (4,000 150×150 JPEGs: about 1 s on 2 CPU cores)."""
+    import tensorflow as tf
+
+    started = time.perf_counter()
+    paths = [str(p) for part in paths_by_part.values() for p in part]
+
+    def decodes(path):
+        return path, tf.shape(tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False))
+
+    good = (tf.data.Dataset.from_tensor_slices(paths).map(decodes, num_parallel_calls=tf.data.AUTOTUNE)
+            .ignore_errors().map(lambda path, _: path))
+    decoded = {p.decode() for p in good.as_numpy_iterator()}
+    bad = [(part, p) for part, files in paths_by_part.items() for p in files if str(p) not in decoded]
+    if bad:
+        part, first = bad[0]
+        more = f" (and {len(bad) - 1} more: {', '.join(str(p) for _, p in bad[1:4])}{'…' if len(bad) > 4 else ''})"
+        raise DataError(f"data.{part}: the image {first} cannot be decoded: {_decode_error(first, channels)}"
+                        f"{more if len(bad) > 1 else ''} — remove or replace the file{'s' if len(bad) > 1 else ''}")
+    return {"images": len(paths), "seconds": round(time.perf_counter() - started, 2)}
+
+
+def _decode_error(path: Path, channels: int) -> str:
+    """Why TensorFlow refuses ``path``, in a few words."""
+    import tensorflow as tf
+
+    try:
+        tf.io.decode_image(tf.io.read_file(str(path)), channels=channels, expand_animations=False)
+    except Exception as error:  # noqa: BLE001 - any refusal is reported
+        text = getattr(error, "message", None) or str(error)
+        lowered = text.lower()
+        for marker, words in _DECODE_ERRORS:
+            if marker in lowered:
+                return words
+        text = text.split("}}")[-1].split("[Op:")[0]
+        return " ".join(text.split()) or type(error).__name__
+    return "it decodes now, but failed while it was checked (was it being written?)"
 
 
 # --------------------------------------------------------------------------- cached features

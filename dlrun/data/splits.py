@@ -85,8 +85,9 @@ def apply_test_split(ds: Dataset, spec: SplitSpec, seed: int) -> Dataset:
         )
     rest, held = part_indices(len(ds.x_train), spec.test, seed, "data.split.test")
     info.update(test_split=spec.test.model_dump(exclude_none=True), test_indices=held.tolist())
+    origin, rows = (ds.source_rows or {}).get("train") or ("train", np.arange(len(ds.x_train)))
     out = Dataset(ds.x_train[rest], ds.y_train[rest], ds.x_train[held], ds.y_train[held],
-                  name=ds.name, info=info)
+                  name=ds.name, info=info, source_rows={"train": (origin, rows[rest]), "test": (origin, rows[held])})
     out.info.update(describe(out))
     return out
 

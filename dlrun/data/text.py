@@ -126,6 +126,8 @@ def _part(spec, tree: _Tree, part: str, classes: list[str], path: Path) -> tuple
                                 f"data.encoding (e.g. latin-1)") from error
             except LookupError as error:
                 raise DataError(f"data.encoding: {error}") from error
+            except OSError as error:
+                raise DataError(f"{part}/{cls}/{name} in {path} cannot be read: {error.strerror or error}") from error
         labels += [label] * len(files)
     x = np.empty(len(texts), dtype=object)
     x[:] = texts

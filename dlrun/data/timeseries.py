@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from dlrun.data.dataset import StreamedDataset
-from dlrun.data.files import resolve_path
+from dlrun.data.files import readable, resolve_path
+from dlrun.data.finite import check_array
 from dlrun.data.windows import Windows, batches, last_value_mae, window_dataset, window_stream
 from dlrun.errors import DataError, did_you_mean
 
@@ -110,6 +111,7 @@ def load_timeseries(spec, base_dir: Path, *, seed: int, batch_size: int) -> Stre
 def _series_file(path_text: str, base_dir: Path) -> Path:
     path = resolve_path(path_text, base_dir)
     if path.is_file():
+        readable(path, "data.path")
         return path
     what = "is a folder, not a file" if path.is_dir() else "does not exist"
     hint = ""
@@ -205,6 +207,10 @@ def _not_numeric(table, name: str, where: str, path: Path):
 def _handle_missing(table, columns: list[str], spec, path: Path) -> tuple[np.ndarray, dict]:
     """The columns as float64 rows, after ``missing``: error, interpolate (linear, ends held) or drop."""
     frame = table[columns].astype(np.float64)
+    for name in columns:  # missing values have a policy; an infinite one is never a reading
+        check_array(np.where(frame[name].isna(), 0.0, frame[name]), f"data.columns: column '{name}' of {path}",
+                    "replace them (or empty those cells and choose data.missing)", row_text="on line {row}",
+                    first_row=2)
     counts = {c: int(n) for c, n in frame.isna().sum().items() if n}
     if not counts:
         return frame.to_numpy(), {}

@@ -280,9 +280,14 @@ class FittedPipeline:
         for i, step in enumerate(self.steps):
             if step.spec.apply_to == "x":
                 x = _located(i, step, step.apply, x)
-            elif y is not None:
+        return x, (None if y is None else self.apply_y(y))
+
+    def apply_y(self, y):
+        """Only the label transforms (``apply_to: y``), for checks over every label."""
+        for i, step in enumerate(self.steps):
+            if step.spec.apply_to == "y":
                 y = _located(i, step, step.apply, y)
-        return x, y
+        return y
 
     def vocabulary(self) -> list[str] | None:
         """The vocabulary of the last ``text_vectorization`` of ``x`` in ``int`` mode, in index

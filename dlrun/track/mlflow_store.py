@@ -56,6 +56,15 @@ from dlrun.track._outage import (
     use_short_http_retries,
     utc_iso,
 )
+from dlrun.track._store_config import (
+    UNKNOWN_ORIGIN,
+    StoreOrigin,
+    check_local_store,
+    open_experiment,
+    open_failure,
+    open_failure_is_outage,
+    uri_origin,
+)
 from dlrun.track._writes import BackgroundWriter, retries_so_far, retry_locked
 
 log = logging.getLogger("dlrun.track")
@@ -80,9 +89,11 @@ class Tracker:
         *,
         on_outage: Callable[[dict], None] | None = None,
         strict: bool = False,
+        origin: StoreOrigin = UNKNOWN_ORIGIN,
     ):
         """``artifact_root`` holds one folder per experiment (``<artifact_root>/<experiment>``),
-        used as the artifact location of experiments this tracker creates on a local store."""
+        used as the artifact location of experiments this tracker creates on a local store.
+        ``origin`` says where ``uri`` came from, for the message when the store cannot work."""
         from mlflow import MlflowClient
 
         from dlrun.errors import UsageError
@@ -93,6 +104,7 @@ class Tracker:
         self.artifact_root = Path(artifact_root).expanduser().absolute()
         self.on_outage = on_outage
         self.strict = strict
+        self.origin = origin
         self.outage: dict[str, Any] | None = None
         self._outage_lock = threading.Lock()
         self._writer = BackgroundWriter()
@@ -100,21 +112,18 @@ class Tracker:
         self.experiment_id: str | None = None
         try:
             with store_init_lock(uri):
+                check_local_store(uri, origin)  # under the lock: another process may be creating it
                 self.client = MlflowClient(tracking_uri=uri)
-                self.experiment_id = self._get_or_create_experiment()
+                self.experiment_id = open_experiment(self.client, experiment, uri, origin, self._artifact_location())
         except UsageError:
             raise
         except Exception as exc:
-            outage = is_outage_error(exc)
-            if outage and not strict:
+            if strict and is_outage_error(exc):
+                raise  # dlrun sync says the store is away, and to try again
+            if not strict and open_failure_is_outage(uri, exc):
                 self._go_offline(exc)
                 return
-            if self.client is None and not outage:  # MLflow could not even parse the URI
-                raise UsageError(
-                    f"cannot use the MLflow tracking URI '{uri}': {' '.join(str(exc).split())[:300]} — check "
-                    "--tracking-uri or MLFLOW_TRACKING_URI"
-                ) from exc
-            raise
+            raise open_failure(uri, origin, exc) from exc
 
     @classmethod
     def from_output_root(
@@ -123,13 +132,25 @@ class Tracker:
         experiment: str,
         cli_uri: str | None = None,
         on_outage: Callable[[dict], None] | None = None,
+        origin: StoreOrigin | None = None,
     ) -> "Tracker":
         """The usual wiring: :func:`resolve_tracking_uri`, artifacts in ``<output_root>/mlartifacts``.
 
-        Never raises for an unreachable store: the tracker is then offline.
+        Never raises for an unreachable store: the tracker is then offline. A store that can
+        never work raises :class:`~dlrun.errors.UsageError` naming ``origin`` (default: where
+        :func:`resolve_tracking_uri` found the URI).
         """
         root = Path(output_root).expanduser().absolute()
-        return cls(resolve_tracking_uri(cli_uri, root), experiment, root / "mlartifacts", on_outage=on_outage)
+        return cls(resolve_tracking_uri(cli_uri, root), experiment, root / "mlartifacts", on_outage=on_outage,
+                   origin=origin or uri_origin(cli_uri, root))
+
+    def notify_outage(self, hook: Callable[[dict], None]) -> None:
+        """From now on tell ``hook`` about an outage — at once if the store was already away
+        when it was opened (a run opens its store before its run directory exists)."""
+        with self._outage_lock:
+            self.on_outage, info = hook, (dict(self.outage) if self.outage is not None else None)
+        if info is not None:
+            hook(info)
 
     # ------------------------------------------------------------------ outage
 
@@ -192,35 +213,6 @@ class Tracker:
 
         location = self.artifact_root / safe_name(self.experiment, "experiment")
         return location.as_uri()
-
-    def _get_or_create_experiment(self) -> str:
-        from mlflow.exceptions import MlflowException
-
-        from dlrun.errors import UsageError
-
-        exp = retry_locked(self.client.get_experiment_by_name, self.experiment)
-        if exp is None:
-            try:
-                return retry_locked(
-                    self.client.create_experiment,
-                    self.experiment,
-                    artifact_location=self._artifact_location(),
-                )
-            except MlflowException as exc:  # created meanwhile by another process?
-                if is_outage_error(exc):
-                    raise
-                exp = retry_locked(self.client.get_experiment_by_name, self.experiment)
-                if exp is None:
-                    raise UsageError(
-                        f"cannot create MLflow experiment '{self.experiment}' at {self.uri}: {exc}"
-                    ) from exc
-        if exp.lifecycle_stage == "deleted":
-            raise UsageError(
-                f"MLflow experiment '{self.experiment}' (id {exp.experiment_id}) is deleted at "
-                f"{self.uri}: restore it (mlflow experiments restore --experiment-id "
-                f"{exp.experiment_id}) or choose another experiment name"
-            )
-        return exp.experiment_id
 
     def start_run(
         self,

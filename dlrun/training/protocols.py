@@ -17,6 +17,7 @@ from dlrun.errors import UsageError, did_you_mean
 from dlrun.metric_direction import lower_is_better
 from dlrun.recipe.schema import Recipe
 from dlrun.track.rundir import log_run_files
+from dlrun.training.interrupts import begin_ending
 from dlrun.training.job import JobContext, JobResult, run_job
 
 
@@ -259,10 +260,12 @@ def _run_fold(ctx: ProtocolContext, split: Split) -> JobResult:
             child.log_metrics(final_metrics(result))
             _log_model(child, fold_dir, result.model)
             log_run_files(child, fold_dir.path)
-    except KeyboardInterrupt:
-        _end(child, fold_dir, "KILLED", "interrupted")
+    except KeyboardInterrupt as exc:
+        begin_ending()  # the run ends: a further signal must not leave the fold's run RUNNING
+        _end(child, fold_dir, "KILLED", f"interrupted ({', then '.join(getattr(exc, 'signals', ['SIGINT']))})")
         raise
     except BaseException as exc:
+        begin_ending()
         _end(child, fold_dir, getattr(exc, "run_status", "FAILED"), f"{type(exc).__name__}: {exc}")
         raise
     if child is not None:

@@ -58,8 +58,7 @@ def locked_run(run_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ResumeError(f"run {run_dir} is still running in another process; wait for it or stop it "
-                              f"first") from None
+            raise _still_running(run_dir, fd) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         yield
@@ -67,13 +66,56 @@ def locked_run(run_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def check_not_running(run_dir: Path) -> None:
+    """Refuse at once, before any work, a run that another live process holds."""
+    try:
+        fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDWR)
+    except FileNotFoundError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise _still_running(run_dir, fd) from None
+    finally:
+        os.close(fd)  # closing drops a lock taken here
+
+
+def _still_running(run_dir: Path, fd: int) -> ResumeError:
+    try:
+        holder = os.pread(fd, 32, 0).decode().strip()
+    except (OSError, UnicodeDecodeError):
+        holder = ""
+    process = f"another process (pid {holder})" if holder.isdigit() else "another process"
+    return ResumeError(f"run {run_dir} is still running in {process}; wait for it or stop it first")
+
+
+def recheck_resume(target: ResumeTarget) -> None:
+    """Under the run's lock: the run is still as :func:`prepare_resume` found it. Another
+    ``--resume`` of it may have held the lock meanwhile and finished the run (then there is
+    nothing to resume) or left it in another state (then its checkpoint and recipe must be
+    checked again: resume once more)."""
+    status = _read_status(target.run_dir)
+    if status == target.status:
+        return
+    if status.get("status") == "FINISHED":
+        raise ResumeError(f"run {target.run_dir} finished in another process while this one was getting ready; "
+                          "there is nothing to resume")
+    raise ResumeError(f"run {target.run_dir} was run by another process while this one was getting ready (it is "
+                      f"{status.get('status')} now); resume it again to continue from where that one stopped")
+
+
+def _read_status(run_dir: Path) -> dict:
+    try:
+        return json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ResumeError(f"--resume: cannot read {run_dir / 'run.json'}: {exc}") from None
+
+
 def prepare_resume(run: str, output_root: Path, recipe: Path | None, overrides: list[str], force: bool
                    ) -> ResumeTarget:
     run_dir = find_run(run, output_root)
-    try:
-        status = json.loads((run_dir / "run.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise ResumeError(f"--resume: cannot read {run_dir / 'run.json'}: {exc}") from None
+    check_not_running(run_dir)
+    status = _read_status(run_dir)
     if status.get("status") == "FINISHED":
         raise ResumeError(f"run {run_dir} finished; there is nothing to resume (train it again to start a new run)")
     if recipe is None:

@@ -1,13 +1,15 @@
 """Run a loaded recipe under its protocol: data → run directory + MLflow run → protocol → summary.
 
-Bad input (data, splits, transforms, model shape) is found before any run directory or
-MLflow run is created; a later failure or interruption marks the run FAILED or KILLED in
-MLflow and in ``run.json``, and the run directory keeps what was done.
+Bad input (data, splits, transforms, model shape, labels, a tracking store that cannot work)
+is found before any run directory or MLflow run is created; a later failure or interruption
+marks the run FAILED or KILLED in MLflow and in ``run.json`` — one state in both, however
+signals arrive while it is recorded — and the run directory keeps what was done.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,12 +35,34 @@ class RunSummary:
 
 
 class RunInterrupted(Exception):
-    """Ctrl-C or SIGTERM during a run; the run is marked KILLED."""
+    """Ctrl-C or SIGTERM stopped a run, or came while it was being recorded. ``summary.status``
+    is its one final state (KILLED; FINISHED when only its recording was interrupted), the
+    same in ``run.json`` and MLflow. ``stopping``: the signals that stopped training (none when
+    it had finished); ``late``: those that came while the run was being recorded;
+    ``signal_name``: the first of all (it sets the exit code)."""
 
-    def __init__(self, summary: RunSummary, signal_name: str = "SIGINT"):
-        super().__init__(f"interrupted ({signal_name}); run {summary.run_id} marked KILLED in {summary.run_dir}")
+    def __init__(self, summary: RunSummary, stopping: list[str], late: list[str] = (), uploaded: bool = True):
         self.summary = summary
-        self.signal_name = signal_name
+        self.signals = [*stopping, *late] or ["SIGINT"]
+        self.signal_name = self.signals[0]
+        super().__init__(_interruption_text(summary, list(stopping), list(late), uploaded))
+
+
+def _run_words(summary: RunSummary) -> str:
+    return f"run {summary.run_id}" if summary.run_id else "the run (kept offline)"
+
+
+def _interruption_text(summary: RunSummary, stopping: list[str], late: list[str], uploaded: bool) -> str:
+    run = _run_words(summary)
+    recording = f"{', then '.join(late)} while the run was being recorded" if late else ""
+    if stopping:
+        text = f"interrupted ({', then '.join(stopping)}){f', then {recording}' if late else ''}; {run} marked " \
+               f"{summary.status} in {summary.run_dir}"
+    else:
+        text = f"{recording} (it had finished training); {run} is {summary.status} in {summary.run_dir}"
+    if not uploaded:
+        text += f"; the upload of its files to MLflow was cut short: dlrun sync {summary.run_dir} uploads the rest"
+    return text
 
 
 def run_recipe(
@@ -58,10 +82,12 @@ def run_recipe(
     from dlrun.data.sources import load_data
     from dlrun.data.splits import apply_test_split
     from dlrun.report import Reporter
+    from dlrun.track.mlflow_store import offline_notice
     from dlrun.track.rundir import RunDir
     from dlrun.training.job import preflight
-    from dlrun.training.protocols import PROTOCOLS, ProtocolContext, check_kfold_monitor
-    from dlrun.training.resume import locked_run
+    from dlrun.training.labels import check_labels_fit
+    from dlrun.training.protocols import PROTOCOLS, check_kfold_monitor
+    from dlrun.training.resume import locked_run, recheck_resume
 
     recipe = loaded.recipe
     reporter = reporter or Reporter()
@@ -69,7 +95,8 @@ def run_recipe(
     output_root = Path(output_root).resolve()
     experiment = recipe.tracking.experiment or recipe.name
 
-    # Input errors (data, splits, transforms, model shape) surface here, before anything is created.
+    # Input errors (data, splits, transforms, model shape, labels, the tracking store) surface
+    # here, before anything is created.
     dataset = load_data(recipe.data, loaded.base_dir, recipe.seed, recipe.fit.batch_size)
     if not isinstance(dataset, StreamedDataset):
         dataset = apply_test_split(dataset, recipe.data.split, recipe.seed)
@@ -80,44 +107,106 @@ def run_recipe(
         first_pipeline, logged = preflight(recipe, dataset, splits[0], loaded.base_dir)
         if recipe.evaluation.protocol == "kfold":
             check_kfold_monitor(recipe, logged)
-
+        check_labels_fit(recipe, dataset, splits, first_pipeline, loaded.base_dir)
     check_free_space(output_root)
+    tracker = _open_store(output_root, experiment, tracking_uri, resume)
+
     if resume is None:
         run_dir = RunDir.create(output_root, experiment, recipe.tracking.run_name)
     else:
         run_dir = RunDir(resume.run_dir)
     summary = RunSummary(None, str(run_dir.path), experiment, recipe.name, recipe.evaluation.protocol, "RUNNING")
-    with locked_run(run_dir.path):  # while it runs, a --resume of it from elsewhere is refused
-        tracker = tracked = None
-        try:
-            if resume is None:
-                _describe_run(run_dir, loaded, dataset, command)
-                tracker, tracked = _start_tracking(loaded, output_root, experiment, tracking_uri, run_dir, reporter.warn,
-                                                   tags)
-            else:
-                _describe_resume(run_dir, loaded, resume, command)
-                tracker, tracked = _resume_tracking(resume, output_root, experiment, tracking_uri, run_dir, reporter.warn)
-            summary.run_id, summary.tracking_uri = tracked.run_id, tracker.uri
-            run_dir.write_status("RUNNING", mlflow_run_id=summary.run_id, tracking_uri=summary.tracking_uri,
-                                 seed=recipe.seed, recipe_file=str(loaded.path), overrides=loaded.overrides)
-            reporter.run_started({"protocol": summary.protocol, "recipe": recipe.name, "run_dir": summary.run_dir})
-            ctx = ProtocolContext(recipe, dataset, splits, run_dir, tracker, tracked, reporter, first_pipeline,
-                                  loaded.base_dir, resume is not None)
-            summary.metrics = protocol.run(ctx)
-            run_dir.write_json("summary.json", summary.metrics)
-            _finish(summary, run_dir, tracked, "FINISHED", None)
-        except KeyboardInterrupt as exc:
-            _finish(summary, run_dir, tracked, "KILLED", f"interrupted ({_signal_name(exc)})")
-            reporter.close()
-            raise RunInterrupted(summary, _signal_name(exc)) from None
-        except BaseException as exc:
-            # An exception may say how its run ends (a pruned tuning trial: KILLED, not a crash).
-            _finish(summary, run_dir, tracked, getattr(exc, "run_status", "FAILED"), f"{type(exc).__name__}: {exc}")
-            reporter.close()
-            exc.run_summary = summary  # lets the CLI's --json say which run failed
-            raise
+    try:
+        with locked_run(run_dir.path):  # while it runs, a --resume of it from elsewhere is refused
+            if resume is not None:
+                recheck_resume(resume)  # another process may have run it meanwhile
+            tracker.notify_outage(offline_notice(run_dir, reporter.warn))
+            run = _Run(loaded, summary, run_dir, tracker, reporter, command, resume, tags)
+            run.execute(protocol, dataset, splits, first_pipeline)
+    except KeyboardInterrupt:  # in the instant before the run began: leave no empty run directory
+        if resume is None and not run_dir.file("run.json").exists():
+            shutil.rmtree(run_dir.path, ignore_errors=True)
+        raise
     reporter.run_finished(summary.to_dict())
     return summary
+
+
+def _open_store(output_root: Path, experiment: str, tracking_uri: str | None, resume):
+    """The run's tracking store with its experiment, opened before anything is created: a store
+    that can never work is a usage error; an unreachable one gives an offline tracker."""
+    from dlrun.track._store_config import recorded_origin
+    from dlrun.track.mlflow_store import Tracker
+
+    def later(info: dict) -> None:
+        """Said once the run directory exists (Tracker.notify_outage), where tracking.json goes."""
+
+    recorded = resume.status.get("tracking_uri") if resume is not None else None
+    if recorded and not tracking_uri:
+        return Tracker.from_output_root(output_root, experiment, recorded, on_outage=later,
+                                        origin=recorded_origin(resume.run_dir))
+    return Tracker.from_output_root(output_root, experiment, tracking_uri, on_outage=later)
+
+
+class _Run:
+    """One run from its directory to its one final state, however signals arrive."""
+
+    def __init__(self, loaded: LoadedRecipe, summary: RunSummary, run_dir, tracker, reporter, command, resume,
+                 tags):
+        self.loaded, self.summary, self.run_dir, self.tracker = loaded, summary, run_dir, tracker
+        self.reporter, self.command, self.resume, self.tags = reporter, command, resume, tags
+        self.tracked = None
+
+    def execute(self, protocol, dataset, splits, first_pipeline) -> None:
+        """Run the protocol, then record the outcome; raises what ended the run (with the
+        summary), or :class:`RunInterrupted` when a signal came while it was being recorded."""
+        from dlrun.training import interrupts
+
+        summary = self.summary
+        with interrupts.live_run(lambda: f"{_run_words(summary)} {summary.status} in {summary.run_dir}"):
+            try:
+                try:
+                    self._train(protocol, dataset, splits, first_pipeline)
+                    outcome = ("FINISHED", None, None)
+                except KeyboardInterrupt as exc:
+                    outcome = ("KILLED", _interrupted(exc), exc)
+                except BaseException as exc:
+                    # An exception may say how its run ends (a pruned tuning trial: KILLED, not a crash).
+                    outcome = (getattr(exc, "run_status", "FAILED"), f"{type(exc).__name__}: {exc}", exc)
+                interrupts.begin_ending()
+            except KeyboardInterrupt as exc:  # a signal in the instant between the outcome and its recording
+                outcome = ("KILLED", _interrupted(exc), exc)
+            status, error, exc = outcome
+            uploaded = _finish(summary, self.run_dir, self.tracked, status, error)
+            late = interrupts.ending_signals()
+        if exc is not None or late:
+            self.reporter.close()
+        if isinstance(exc, KeyboardInterrupt):
+            raise RunInterrupted(summary, _signals(exc), late, uploaded) from None
+        if exc is not None:
+            exc.run_summary = summary  # lets the CLI's --json say which run failed
+            exc.late_signals, exc.uploaded = late, uploaded  # the CLI says what a late signal cut short
+            raise exc
+        if late:
+            raise RunInterrupted(summary, [], late, uploaded)
+
+    def _train(self, protocol, dataset, splits, first_pipeline) -> None:
+        from dlrun.training.protocols import ProtocolContext
+
+        loaded, summary, run_dir, recipe = self.loaded, self.summary, self.run_dir, self.loaded.recipe
+        if self.resume is None:
+            _describe_run(run_dir, loaded, dataset, self.command)
+            self.tracked = _start_tracking(loaded, self.tracker, run_dir, self.tags)
+        else:
+            _describe_resume(run_dir, loaded, self.resume, self.command)
+            self.tracked = self.tracker.reopen_run(self.resume.status.get("mlflow_run_id"))
+        summary.run_id, summary.tracking_uri = self.tracked.run_id, self.tracker.uri
+        run_dir.write_status("RUNNING", mlflow_run_id=summary.run_id, tracking_uri=summary.tracking_uri,
+                             seed=recipe.seed, recipe_file=str(loaded.path), overrides=loaded.overrides)
+        self.reporter.run_started({"protocol": summary.protocol, "recipe": recipe.name, "run_dir": summary.run_dir})
+        ctx = ProtocolContext(recipe, dataset, splits, run_dir, self.tracker, self.tracked, self.reporter,
+                              first_pipeline, loaded.base_dir, self.resume is not None)
+        summary.metrics = protocol.run(ctx)
+        run_dir.write_json("summary.json", summary.metrics)
 
 
 def _describe_run(run_dir, loaded: LoadedRecipe, dataset, command: list[str] | None) -> None:
@@ -135,8 +224,6 @@ MIN_FREE_MB = 200  # a run needs room for its checkpoints, model and logs
 
 def check_free_space(output_root: Path) -> None:
     """A nearly full disk is reported before training starts, not as a failure hours later."""
-    import shutil
-
     from dlrun.errors import UsageError
 
     folder = Path(output_root)
@@ -163,24 +250,13 @@ def _resumes(run_dir) -> list:
     return run_dir.read_status().get("resumed", [])
 
 
-def _resume_tracking(resume, output_root: Path, experiment: str, tracking_uri, run_dir, warn=None):
-    """The run's own MLflow run, RUNNING again; its store unless another is given."""
-    from dlrun.track.mlflow_store import Tracker, offline_notice
-
-    uri = tracking_uri or resume.status.get("tracking_uri")
-    tracker = Tracker.from_output_root(output_root, experiment, uri, on_outage=offline_notice(run_dir, warn))
-    return tracker, tracker.reopen_run(resume.status.get("mlflow_run_id"))
-
-
-def _start_tracking(loaded: LoadedRecipe, output_root: Path, experiment: str, tracking_uri, run_dir, warn=None,
-                    extra_tags=None):
-    from dlrun.track.mlflow_store import Tracker, flatten_params, offline_notice
+def _start_tracking(loaded: LoadedRecipe, tracker, run_dir, extra_tags=None):
+    """A new MLflow run for ``run_dir`` with the recipe as params. An unreachable store never
+    stops training: the tracker goes offline, says so once (heard even under --quiet) and
+    writes tracking.json; ``dlrun sync <run dir>`` uploads the run later."""
+    from dlrun.track.mlflow_store import flatten_params
 
     recipe = loaded.recipe
-    # An unreachable store never stops training: the tracker goes offline, says so once through
-    # ``warn`` (heard even under --quiet) and writes tracking.json; ``dlrun sync <run dir>``
-    # uploads the run later.
-    tracker = Tracker.from_output_root(output_root, experiment, tracking_uri, on_outage=offline_notice(run_dir, warn))
     tags = {
         "dlrun.recipe": recipe.name,
         "dlrun.recipe_file": str(loaded.path),
@@ -197,7 +273,7 @@ def _start_tracking(loaded: LoadedRecipe, output_root: Path, experiment: str, tr
     except BaseException as exc:
         tracked.end("FAILED", f"{type(exc).__name__}: {exc}")
         raise
-    return tracker, tracked
+    return tracked
 
 
 def _devices() -> list[str]:
@@ -206,19 +282,33 @@ def _devices() -> list[str]:
     return [f"{d.device_type}:{d.name}" for d in tf.config.list_physical_devices()]
 
 
-def _signal_name(exc: BaseException) -> str:
-    return getattr(exc, "signal_name", "SIGINT")
+def _signals(exc: BaseException) -> list[str]:
+    """The signals that stopped training (Python's own Ctrl-C handler: SIGINT)."""
+    return list(getattr(exc, "signals", ["SIGINT"]))
 
 
-def _finish(summary: RunSummary, run_dir, tracked, status: str, error: str | None) -> None:
-    summary.status = status
-    run_dir.write_status(status, error=error, metrics=summary.metrics)
-    if tracked is None:
-        return
+def _interrupted(exc: BaseException) -> str:
+    return f"interrupted ({', then '.join(_signals(exc))})"
+
+
+def _finish(summary: RunSummary, run_dir, tracked, status: str, error: str | None) -> bool:
+    """Record the run's final state in run.json and MLflow; the upload of its files in between
+    is the one step a signal may cut short. True when the files were all uploaded."""
     from dlrun.track.rundir import log_run_files
+    from dlrun.training.interrupts import cut_short, ending_signals
 
+    summary.status = status
+    uploaded = True
     try:
-        log_run_files(tracked, run_dir.path, skip={"folds"})  # each fold's files are its child run's
+        run_dir.write_status(status, error=error, metrics=summary.metrics)
+        if tracked is None:
+            return True
+        uploaded = cut_short(lambda: log_run_files(tracked, run_dir.path, skip={"folds"}))  # folds: their runs'
+        if not uploaded:
+            note = f"cut short by {', then '.join(ending_signals())}: dlrun sync {run_dir.path} uploads the rest"
+            run_dir.write_status(status, upload=note)
+            tracked.set_tags({"dlrun.upload": note})
     finally:
-        tracked.end(status, error)
-
+        if tracked is not None:
+            tracked.end(status, error)
+    return uploaded
