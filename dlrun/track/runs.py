@@ -307,7 +307,7 @@ def _recipe_experiment(path: Path) -> str:
     return recipe.tracking.experiment or recipe.name
 
 
-def _by_run_id(ref: str, output_root: Path, tracking_uri: str | None) -> Path | None:
+def run_by_id(ref: str, output_root: Path, tracking_uri: str | None = None) -> Path | None:
     """A run directory whose run.json has this MLflow run id (or whose folder ends in this hex);
     else the ``dlrun.run_dir`` tag of the run in the MLflow store."""
     matches = []
@@ -363,7 +363,7 @@ def resolve_run(ref: str, output_root: Path, tracking_uri: str | None = None) ->
             raise UsageError(f"no such recipe file: {path}")
         return _experiment_run(_recipe_experiment(path), output_root, ref)
     if _HEX.match(ref):
-        found = _by_run_id(ref, output_root, tracking_uri)
+        found = run_by_id(ref, output_root, tracking_uri)
         if found is not None:
             return found
     named = [run for run in all_run_dirs(output_root) if run.name == ref]  # a run folder's name

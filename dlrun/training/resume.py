@@ -34,19 +34,23 @@ class ResumeTarget:
 
 
 def find_run(run: str, output_root: Path) -> Path:
-    """A run directory given as a path, or an MLflow run id recorded under ``output_root``."""
+    """The run to resume: its directory (a fold's names its run), or its MLflow run id, a prefix of
+    it or its folder's hex, looked up under ``output_root`` (and in the store) by the run reader."""
+    from dlrun.errors import UsageError
+    from dlrun.track.runs import RunReader, is_run_dir, run_by_id, runs_root
+
     path = Path(run).expanduser()
-    if (path / "run.json").is_file():
-        return path.resolve()
-    runs = Path(output_root).expanduser() / "runs"
-    for status_file in sorted(runs.glob("*/*/run.json")) if runs.is_dir() else []:
-        try:
-            if json.loads(status_file.read_text()).get("mlflow_run_id") == run:
-                return status_file.parent.resolve()
-        except (OSError, ValueError):
-            continue
+    try:
+        found = path if is_run_dir(path) else run_by_id(run, output_root)
+        if found is not None:
+            try:
+                return RunReader(found).top.path.resolve()
+            except UsageError:  # no saved recipe above it: prepare_resume says what is missing
+                return Path(found).resolve()
+    except UsageError as exc:  # an ambiguous id, a store pointing at a missing folder
+        raise ResumeError(f"--resume {run}: {exc}") from None
     raise ResumeError(f"--resume {run}: no run directory (with a run.json) there, and no run with that MLflow "
-                      f"run id under {runs}")
+                      f"run id under {runs_root(output_root)}")
 
 
 @contextmanager
