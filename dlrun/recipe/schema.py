@@ -276,8 +276,20 @@ class Baseline(Strict):
 EvaluationSpec = Annotated[Union[Holdout, KFold, Baseline], Field(discriminator="protocol")]
 
 
+# Tags dlrun and MLflow set themselves (the run directory, the recipe file, a parent run…):
+# a recipe may not set or override them.
+RESERVED_TAG_PREFIXES = ("dlrun.", "mlflow.")
+
+
+def _not_reserved(key: str) -> str:
+    if key.lower().startswith(RESERVED_TAG_PREFIXES):
+        raise ValueError(f"tags starting with {' or '.join(RESERVED_TAG_PREFIXES)} are set by dlrun and MLflow "
+                         f"themselves; choose another name")
+    return key
+
+
 # MLflow's own rule for tag keys (mlflow/utils/validation.py).
-TagKey = Annotated[str, Field(pattern=r"^[\w.\- :/]+$", max_length=250)]
+TagKey = Annotated[str, Field(pattern=r"^[\w.\- :/]+$", max_length=250), AfterValidator(_not_reserved)]
 
 
 def _no_control_characters(text: str) -> str:
