@@ -43,7 +43,7 @@ def keras_layer(name: str, args: dict, where: str, plugins: tuple[str, ...] = ()
 
     if name in REFUSED["layer"]:  # the recipe validator refuses these first
         raise ModelBuildError(f"{where}: {REFUSED['layer'][name]}")
-    cls = getattr(keras.layers, name, None) or plugin_lookup.find("layer", name, plugins, where)
+    cls = plugin_lookup.keras_class("layer", name) or plugin_lookup.find("layer", name, plugins, where)
     args = {key: _nested(key, value, f"{where}.{key}", plugins) for key, value in args.items()}
     try:
         return cls(**args)

@@ -60,7 +60,7 @@ def build_callbacks(
         if spec.name == "LearningRateScheduler":  # a named schedule (dlrun.training.schedules)
             callbacks.append(_scheduler(args, model, where))
             continue
-        cls = getattr(keras.callbacks, spec.name, None)
+        cls = plugins.keras_class("callback", spec.name)
         if cls is None:  # a custom callback, from the recipe's plugins
             callbacks.append(plugins.make("callback", spec.name, args, spec.plugins, where))
             continue
