@@ -12,6 +12,7 @@ from typing import Any, Iterator
 
 from dlrun.errors import did_you_mean
 from dlrun.recipe import graph_check
+from dlrun.recipe.arguments import value_problems
 from dlrun.recipe.safe_paths import callback_path_issues
 from dlrun.recipe.yaml_source import Path_
 
@@ -32,16 +33,20 @@ RECIPE_LAYERS = {
     "Pretrained": {
         "args": ["application", "weights", "include_top", "pooling", "trainable", "name", "input_shape"],
         "required": ["application"],
+        "defaults": {"application": "str", "weights": "str", "include_top": "bool", "pooling": "str",
+                     "trainable": "bool", "input_shape": "sequence"},
         "doc": "a keras.applications base (VGG16, Xception…) used as a layer",
     },
     "PretrainedEmbedding": {
         "args": ["path", "trainable", "mask_zero", "name"],
         "required": ["path"],
+        "defaults": {"path": "str", "trainable": "bool", "mask_zero": "bool"},
         "doc": "an Embedding initialized from a GloVe-format vector file for the vectorizer's vocabulary",
     },
     "SavedModel": {
         "args": ["path", "trainable", "name"],
         "required": ["path"],
+        "defaults": {"path": "str", "trainable": "bool"},
         "doc": "a model saved earlier (another run's model.keras) used as a layer, frozen unless trainable",
     },
 }
@@ -133,6 +138,10 @@ def check_object(
         if arg not in entry["args"]:
             hint = _KERAS2_ARGS.get(arg) or did_you_mean(arg, entry["args"])
             yield arg_path + (arg,), f"{canonical} has no argument '{arg}'{hint}", True
+            continue
+        wrong = list(value_problems(canonical, arg, arg_value, entry))
+        if wrong:
+            yield from ((arg_path + (arg,), problem, False) for problem in wrong)
         elif arg in _ACTIVATION_ARGS and isinstance(arg_value, str):
             acts = catalog()["activations"]
             if arg_value not in acts and not plugins:
