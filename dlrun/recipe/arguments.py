@@ -170,22 +170,24 @@ def rule_for(owner: str, arg: str, entry: dict) -> Rule | None:
 
 def value_problems(owner: str, arg: str, value: Any, entry: dict) -> Iterator[str]:
     """What is wrong with ``value`` for ``owner``'s argument ``arg`` (``entry``: its catalog entry)."""
-    bad = _non_finite(value)
-    if bad is not None:
-        yield f"{owner} {arg} must be a finite number (got {bad})"
-        return
     rule = rule_for(owner, arg, entry)
     if rule is not None and not rule.fits(value):
         yield f"{owner} {arg} must be {rule.describe()} (got {_show(value)})"
 
 
-def _non_finite(value: Any) -> str | None:
-    """``nan``/``inf``/``-inf`` when ``value`` is or holds (in lists) a number that is not finite."""
+def non_finite_leaves(value: Any, path: tuple = ()) -> Iterator[tuple[tuple, str]]:
+    """``(path inside value, nan/inf/-inf)`` of every number in ``value`` that is not finite."""
     if isinstance(value, float) and not math.isfinite(value):
-        return repr(value)
-    if isinstance(value, list):
-        return next((found for found in map(_non_finite, value) if found), None)
-    return None
+        yield path, repr(value)
+    elif isinstance(value, (list, dict)):
+        for key, item in (value.items() if isinstance(value, dict) else enumerate(value)):
+            yield from non_finite_leaves(item, path + (key,))
+
+
+def non_finite(value: Any) -> str | None:
+    """``nan``/``inf``/``-inf`` when ``value`` is, or holds (in lists and mappings), a number
+    that is not finite — never meant by a recipe, whatever the argument (a plugin's too)."""
+    return next((bad for _, bad in non_finite_leaves(value)), None)
 
 
 def _show(value: Any) -> str:

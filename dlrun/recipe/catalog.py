@@ -12,9 +12,9 @@ from typing import Any, Iterator
 
 from dlrun.errors import did_you_mean
 from dlrun.recipe import graph_check
-from dlrun.recipe.arguments import value_problems
+from dlrun.recipe.arguments import non_finite_leaves, value_problems
 from dlrun.recipe.safe_paths import callback_path_issues
-from dlrun.recipe.yaml_source import Path_
+from dlrun.recipe.yaml_source import Path_, format_path
 
 CATALOG_FILE = "keras_catalog.json"
 # Arguments dlrun fills in itself, so a recipe may leave them out.
@@ -109,6 +109,14 @@ def check_object(
     if parsed is None:
         return
     name, args = parsed
+    arg_path = path if isinstance(value, str) else path + (name,)
+    infinite = set()
+    for arg, arg_value in args.items():  # whatever the object, Keras' or a plugin's, at any depth
+        for leaf, bad in non_finite_leaves(arg_value):
+            infinite.add(arg)
+            owner, key = (leaf[-2], leaf[-1]) if len(leaf) > 1 and isinstance(leaf[-2], str) else (
+                name, format_path((arg, *leaf)))
+            yield arg_path + (arg, *leaf), f"{owner} {key} must be a finite number (got {bad})", False
     if name in REFUSED.get(kind, {}):
         yield (path if isinstance(value, str) else path + (name,)), REFUSED[kind][name], not isinstance(value, str)
         return
@@ -119,7 +127,6 @@ def check_object(
             yield (path if isinstance(value, str) else path + (name,)), problem, not isinstance(value, str)
         return
     entry = table[canonical]
-    arg_path = path if isinstance(value, str) else path + (name,)
     if kind == "callback" and canonical == "LearningRateScheduler":  # a named schedule, not Python code
         from dlrun.training.schedules import schedule_problems  # plain Python, no TensorFlow
 
@@ -135,6 +142,8 @@ def check_object(
         return
     unknown = [arg for arg in args if arg not in entry["args"]]
     for arg, arg_value in args.items():
+        if arg in infinite:
+            continue
         if arg not in entry["args"]:
             hint = _KERAS2_ARGS.get(arg) or did_you_mean(arg, entry["args"])
             yield arg_path + (arg,), f"{canonical} has no argument '{arg}'{hint}", True

@@ -37,7 +37,7 @@ class SearchParam(BaseModel):
     """One dimension: ``{choice: [...]}``, ``{int: [lo, hi], step: n}``, ``{float: [lo, hi], step: x}``
     or ``{log_uniform: [lo, hi]}``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     kind: Literal["choice", "int", "float", "log_uniform"]
     values: list[Scalar] = Field(default_factory=list)  # choice only
     low: float | None = None

@@ -110,6 +110,25 @@ class _PlainLoader(yaml.SafeLoader):
     yaml_implicit_resolvers: dict = {}
 
 
+# libyaml composes the same node tree, with the same positions, ten times faster (it also
+# refuses documents nested more than 1,000 levels deep); PyYAML alone is the fallback.
+_FastLoader: type | None = None
+if getattr(yaml, "__with_libyaml__", False):
+    class _FastLoader(yaml.CSafeLoader):  # type: ignore[no-redef]
+        yaml_implicit_resolvers: dict = {}
+
+
+def _compose(text: str) -> yaml.Node | None:
+    if _FastLoader is not None:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate (from --set): PyYAML's reader names the character
+            pass
+        else:
+            return yaml.compose(text, Loader=_FastLoader)
+    return yaml.compose(text, Loader=_PlainLoader)
+
+
 def _loc(file: str, node: yaml.Node) -> Location:
     return Location(file, node.start_mark.line + 1, node.start_mark.column + 1)
 
@@ -214,7 +233,7 @@ def load_yaml_text(text: str, file: str) -> tuple[Any, SourceMap]:
         raise YamlProblem(RecipeIssue(Location(file), "", f"the document is {len(text):,} characters long; a "
                                                           f"recipe is at most {MAX_DOCUMENT_CHARS:,}"))
     try:
-        node = yaml.compose(text, Loader=_PlainLoader)
+        node = _compose(text)
     except RecursionError:  # PyYAML composes nested collections recursively
         raise YamlProblem(RecipeIssue(Location(file), "", "the document is nested too deeply")) from None
     except yaml.MarkedYAMLError as exc:
