@@ -16,29 +16,17 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DLRUN = [sys.executable, "-m", "dlrun"]
 
-IRIS = """\
-name: callbacks_checked
-data:
-  source: embedded
-  name: iris
-  shuffle: true
-  split: {{test: {{fraction: 0.2}}, validation: {validation}}}
-preprocessing: [{{transform: standardize}}]
-model:
-  layers:
-    - Dense: {{units: 3, activation: softmax}}
-compile:
-  loss: sparse_categorical_crossentropy
-  metrics: [accuracy]
-fit:
-  epochs: 1
-  callbacks:
-{callbacks}"""
+sys.path.insert(0, str(Path(__file__).parent))
+from _recipes import iris_recipe  # noqa: E402
 
 
-def write(tmp_path: Path, *callbacks: str, validation: str = "{fraction: 0.2}") -> Path:
+def write(tmp_path: Path, *callbacks: str, validation: bool = True) -> Path:
+    """The iris recipe (tests/_recipes.py) with these callbacks, one YAML flow mapping each."""
+    text = iris_recipe("callbacks_checked", epochs=1, extra="  callbacks:\n" + "".join(f"    - {c}\n" for c in callbacks))
+    if not validation:
+        text = text.replace("    validation: {fraction: 0.2}\n", "")
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(IRIS.format(validation=validation, callbacks="".join(f"    - {c}\n" for c in callbacks)))
+    recipe.write_text(text)
     return recipe
 
 
@@ -61,15 +49,15 @@ def test_callback_names_and_arguments_are_checked_before_the_run_exists(tmp_path
         result = dlrun(command, str(recipe), "-o", "out", cwd=tmp_path)
         assert result.returncode == 2, result.stderr
         assert result.stderr.splitlines() == [
-            f"{recipe}:17:32: fit.callbacks[0].EarlyStopping.monitor: EarlyStopping monitor 'val_acuracy' is not a "
+            f"{recipe}:23:32: fit.callbacks[0].EarlyStopping.monitor: EarlyStopping monitor 'val_acuracy' is not a "
             f"metric this model logs — did you mean 'val_accuracy'? (it logs: accuracy, loss, val_accuracy, val_loss, "
             f"learning_rate)",
-            f"{recipe}:18:35: fit.callbacks[1].ModelCheckpoint.filepath: ModelCheckpoint filepath has the field "
+            f"{recipe}:24:35: fit.callbacks[1].ModelCheckpoint.filepath: ModelCheckpoint filepath has the field "
             f"'{{val_los}}', which Keras cannot fill in — did you mean 'val_loss'? (it fills in: accuracy, epoch, "
             f"learning_rate, loss, val_accuracy, val_loss)",
-            f"{recipe}:19:7: fit.callbacks[2]: When using `save_weights_only=True` in `ModelCheckpoint`, the filepath "
+            f"{recipe}:25:7: fit.callbacks[2]: When using `save_weights_only=True` in `ModelCheckpoint`, the filepath "
             f"provided must end in `.weights.h5` (Keras weights format). Received: filepath=best.keras",
-            f"{recipe}:20:7: fit.callbacks[3]: ReduceLROnPlateau callback received monitor=learning_rate, but Keras "
+            f"{recipe}:26:7: fit.callbacks[3]: ReduceLROnPlateau callback received monitor=learning_rate, but Keras "
             f"isn't able to automatically determine whether that metric should be maximized or minimized. Pass "
             f"`mode='max'` in order to monitor based on the highest metric value, or pass `mode='min'` in order to "
             f"use the lowest value.",
@@ -79,11 +67,11 @@ def test_callback_names_and_arguments_are_checked_before_the_run_exists(tmp_path
 
 def test_without_validation_only_the_training_metrics_are_logged(tmp_path):
     recipe = write(tmp_path, "EarlyStopping: {monitor: val_loss}", "ModelCheckpoint: {filepath: 'c/{loss:.2f}.keras', "
-                   "monitor: acuracy}", validation="none")
+                   "monitor: acuracy}", validation=False)
     result = dlrun("train", str(recipe), "-o", "out", cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     (line, _) = result.stderr.splitlines()  # val_loss: left out of a job without validation, not an error
-    assert line == (f"{recipe}:18:66: fit.callbacks[1].ModelCheckpoint.monitor: ModelCheckpoint monitor 'acuracy' is "
+    assert line == (f"{recipe}:23:66: fit.callbacks[1].ModelCheckpoint.monitor: ModelCheckpoint monitor 'acuracy' is "
                     f"not a metric this model logs — did you mean 'accuracy'? (it logs: accuracy, loss)")
 
 
@@ -116,7 +104,7 @@ def test_a_callback_that_reaches_the_network_needs_the_users_consent(tmp_path):
     recipe = write(tmp_path, "EarlyStopping: {patience: 2}", NETWORK)
     recipe.write_text(recipe.read_text() + "search:\n  space: {fit.epochs: {int: [1, 2]}}\n"
                                            "  objective: {metric: val_loss}\n")
-    refusal = (f"{recipe}:18:7: fit.callbacks[1]: RemoteMonitor posts every epoch's logs to the URL in its 'root' "
+    refusal = (f"{recipe}:24:7: fit.callbacks[1]: RemoteMonitor posts every epoch's logs to the URL in its 'root' "
                f"argument: a recipe reaches the network only when you allow it — run with --allow-network")
     for command in ("train", "kfold", "tune"):
         result = dlrun(command, str(recipe), "-o", "out", cwd=tmp_path)

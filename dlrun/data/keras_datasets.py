@@ -10,7 +10,6 @@ file Keras expects is refused, untouched, before Keras sees it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import inspect
 import os
 import socket
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from dlrun.data.dataset import Dataset
 from dlrun.errors import DataError, did_you_mean
+from dlrun.recipe.reads import file_sha256
 
 _GCS = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
 _FASHION = ["train-labels-idx1-ubyte.gz", "train-images-idx3-ubyte.gz",
@@ -107,7 +107,7 @@ def _refuse_foreign_files(name: str, options: dict, datasets_dir: Path) -> None:
             why = "is not a file"
         else:
             try:
-                found = _sha256(file)
+                found = file_sha256(file)
             except OSError as error:
                 why = f"cannot be read ({error})"
             else:
@@ -118,14 +118,6 @@ def _refuse_foreign_files(name: str, options: dict, datasets_dir: Path) -> None:
                 f"data: {file} {why}. Keras would replace it with a download of {url} — or delete it, offline — so "
                 f"dlrun leaves it untouched and stops. Move it out of {datasets_dir}/ (or name another file with "
                 f"data.options.path), or read it as your own data with source: npz")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _load_data_function(name: str):

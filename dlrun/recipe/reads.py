@@ -155,14 +155,14 @@ def input_record(reads: list[tuple[Path_, str, Path]]) -> list[dict]:
             elif resolved.is_file():
                 entry["bytes"] = resolved.stat().st_size
                 if entry["bytes"] <= HASHED_UP_TO:
-                    entry["sha256"] = _sha256(resolved)
+                    entry["sha256"] = file_sha256(resolved)
         except OSError as exc:
             entry["error"] = str(exc)
         record.append(entry)
     return record
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(2**20), b""):
