@@ -324,16 +324,16 @@ def test_only_keras_objects_are_built_from_a_plugin(other_module, kind, name, ar
 
 def test_a_third_party_module_that_is_no_plugin_calls_nothing(tmp_path):
     """`plugins: [numpy]` is a module that exists, so validate accepts it; `dlrun show` then
-    refuses its `save` function as a layer before calling it: no file appears."""
+    refuses its `savetxt` function as a layer before calling it: no file appears."""
     recipe = tmp_path / "r.yaml"
     recipe.write_text(POPEN.format(module="numpy", marker="unused").replace(
-        "Popen: {args: [touch, unused]}", f"save: {{file: {tmp_path / 'saved.npy'}, arr: [1, 2]}}"))
+        "Popen: {args: [touch, unused]}", f"savetxt: {{fname: {tmp_path / 'saved.txt'}, X: [1, 2]}}"))
     result = subprocess.run([*DLRUN, "show", str(recipe)], capture_output=True, text=True, cwd=tmp_path,
                             env=_env(tmp_path), timeout=120)
     assert result.returncode == 2, result.stderr
-    assert ("error: model.layers[0] (save): numpy.save is a function, not a Keras layer class (a subclass of "
+    assert ("error: model.layers[0] (savetxt): numpy.savetxt is a function, not a Keras layer class (a subclass of "
             "keras.layers.Layer)") in result.stderr
-    assert not (tmp_path / "saved.npy").exists() and list(tmp_path.iterdir()) == [recipe]
+    assert not (tmp_path / "saved.txt").exists() and list(tmp_path.iterdir()) == [recipe]
 
 
 def test_keras_module_attributes_that_are_not_its_classes_are_never_called(other_module, tmp_path):
