@@ -16,9 +16,14 @@ from typing import Iterable
 from dlrun.recipe.loading import LoadedRecipe, load_recipe
 
 
-def load(recipe: str | Path, overrides: Iterable[str] = ()) -> LoadedRecipe:
-    """Read and validate a recipe (raises :class:`dlrun.errors.RecipeError` listing every problem)."""
-    return load_recipe(recipe, overrides)
+def load(recipe: str | Path, overrides: Iterable[str] = (), *, allow_read: Iterable[str | Path] = (),
+         allow_network: bool = False) -> LoadedRecipe:
+    """Read and validate a recipe (raises :class:`dlrun.errors.RecipeError` listing every problem);
+    ``allow_read``/``allow_network``: the command line's ``--allow-read``/``--allow-network``."""
+    from dlrun.recipe.permissions import granted
+
+    with granted(network=allow_network, read=allow_read):
+        return load_recipe(recipe, overrides)
 
 
 def kfold_overrides(
@@ -36,22 +41,26 @@ def kfold_overrides(
 def train(
     recipe: str | Path | None, overrides: Iterable[str] = (), *, output_root: str | Path = "artifacts",
     tracking_uri: str | None = None, reporter=None, resume: str | None = None, force: bool = False,
+    allow_read: Iterable[str | Path] = (), allow_network: bool = False,
 ):
     """Run a recipe under its own protocol; returns a :class:`dlrun.training.runner.RunSummary`.
 
     ``resume``: a run directory or MLflow run id to continue from its checkpoints (``recipe``
-    may then be None: the run's own recipe file); ``force`` accepts a changed recipe."""
+    may then be None: the run's own recipe file); ``force`` accepts a changed recipe.
+    ``allow_read``/``allow_network``: the command line's ``--allow-read``/``--allow-network``."""
+    from dlrun.recipe.permissions import granted
     from dlrun.training.runner import run_recipe
 
     from dlrun.training.resume import load_for_run
 
     overrides = list(overrides)
-    loaded, target = load_for_run(None if recipe is None else Path(recipe), overrides, Path(output_root), resume,
-                                  force)
-    command = ["dlrun.train", *([str(recipe)] if recipe is not None else []), *overrides,
-               *(["--resume", str(resume)] if resume is not None else [])]
-    return run_recipe(loaded, output_root=Path(output_root), tracking_uri=tracking_uri, reporter=reporter,
-                      command=command, resume=target)
+    with granted(network=allow_network, read=allow_read):
+        loaded, target = load_for_run(None if recipe is None else Path(recipe), overrides, Path(output_root), resume,
+                                      force)
+        command = ["dlrun.train", *([str(recipe)] if recipe is not None else []), *overrides,
+                   *(["--resume", str(resume)] if resume is not None else [])]
+        return run_recipe(loaded, output_root=Path(output_root), tracking_uri=tracking_uri, reporter=reporter,
+                          command=command, resume=target)
 
 
 def kfold(

@@ -51,6 +51,12 @@ QuietOption = typer.Option(False, "--quiet", "-q", help="Print nothing but error
 DebugOption = typer.Option(False, "--debug", help="Show Python tracebacks on errors.")
 RegisterOption = typer.Option(None, "--register", metavar="NAME",
                               help="Register the run's logged MLflow model as a new version of NAME.")
+AllowReadOption = typer.Option(
+    None, "--allow-read", metavar="PATH",
+    help="Let the recipe read files under PATH too (by default only under its own folder). Repeatable.",
+)
+AllowNetworkOption = typer.Option(False, "--allow-network", help="Let the recipe's callbacks reach the network "
+                                                                  "(RemoteMonitor).")
 
 
 def _err(text: str) -> None:
@@ -117,11 +123,13 @@ def _load(recipe: Path, overrides: list[str]):
 
 
 def _run(recipe: Optional[Path], overrides: list[str], output_root: Path, tracking_uri, json_out: bool, quiet: bool,
-         debug: bool, resume: Optional[str] = None, force: bool = False, register: Optional[str] = None):
+         debug: bool, resume: Optional[str] = None, force: bool = False, register: Optional[str] = None,
+         allow_read=None, allow_network=False):
+    from dlrun.recipe.permissions import granted
     from dlrun.training.interrupts import install
 
     install()  # Ctrl-C and SIGTERM: stop training at a safe point, mark the run KILLED
-    with _user_errors(debug, json_out):
+    with _user_errors(debug, json_out), granted(network=allow_network, read=allow_read or ()):
         from dlrun.training.resume import load_for_run
 
         loaded, target = load_for_run(recipe, overrides, output_root, resume, force)
@@ -185,10 +193,12 @@ def train(
     json_out: bool = JsonOption,
     quiet: bool = QuietOption,
     debug: bool = DebugOption,
+    allow_read: Optional[List[Path]] = AllowReadOption,
+    allow_network: bool = AllowNetworkOption,
 ) -> None:
     """Train a recipe under its evaluation protocol (hold-out unless the recipe says otherwise)."""
     _run(recipe, [*(set_ or []), *_seed_override(seed)], output_root, tracking_uri, json_out, quiet, debug,
-         resume, force, register)
+         resume, force, register, allow_read, allow_network)
 
 
 @app.command()
@@ -205,13 +215,15 @@ def kfold(
     json_out: bool = JsonOption,
     quiet: bool = QuietOption,
     debug: bool = DebugOption,
+    allow_read: Optional[List[Path]] = AllowReadOption,
+    allow_network: bool = AllowNetworkOption,
 ) -> None:
     """Evaluate any recipe with K-fold cross-validation (one nested MLflow run per fold)."""
     from dlrun.api import kfold_overrides
 
     overrides = kfold_overrides(set_ or [], k=k, repeats=repeats, refit=refit)
     _run(recipe, [*overrides, *_seed_override(seed)], output_root, tracking_uri, json_out, quiet, debug,
-         register=register)
+         register=register, allow_read=allow_read, allow_network=allow_network)
 
 
 @app.command()
@@ -229,12 +241,15 @@ def tune(
     json_out: bool = JsonOption,
     quiet: bool = QuietOption,
     debug: bool = DebugOption,
+    allow_read: Optional[List[Path]] = AllowReadOption,
+    allow_network: bool = AllowNetworkOption,
 ) -> None:
     """Search hyperparameters (Optuna): one nested MLflow run per trial; writes the best trial's recipe."""
+    from dlrun.recipe.permissions import granted
     from dlrun.training.interrupts import install
 
     install()
-    with _user_errors(debug, json_out):
+    with _user_errors(debug, json_out), granted(network=allow_network, read=allow_read or ()):
         loaded = _load(recipe, [*(set_ or []), *_seed_override(seed)])
         from dlrun.report import make_reporter
         from dlrun.tuning.best import print_trials
@@ -258,14 +273,18 @@ def validate(
     set_: Optional[List[str]] = SetOption,
     quiet: bool = QuietOption,
     debug: bool = DebugOption,
+    allow_read: Optional[List[Path]] = AllowReadOption,
+    allow_network: bool = AllowNetworkOption,
 ) -> None:
     """Check recipes without running them (structure, types, Keras names and arguments, files)."""
     from dlrun.recipe.loading import load_recipe
+    from dlrun.recipe.permissions import granted
 
     failed = 0
     for path in recipes:
         try:
-            loaded = load_recipe(path, set_ or [], require_data=False)
+            with granted(network=allow_network, read=allow_read or ()):
+                loaded = load_recipe(path, set_ or [], require_data=False)
         except RecipeError as exc:
             failed += 1
             if debug:
@@ -273,7 +292,7 @@ def validate(
             _err(str(exc))
             continue
         for warning in loaded.warnings:
-            _err(f"warning: {warning} (the recipe is valid; it runs where the data is)")
+            _err(f"warning: {warning}")
         if not quiet:
             print(f"ok: {path}")
         _show_plugins(path, loaded.recipe.plugins, quiet)
@@ -300,9 +319,13 @@ def show(
     set_: Optional[List[str]] = SetOption,
     model: bool = typer.Option(True, "--model/--no-model", help="Also build the model and print its summary."),
     debug: bool = DebugOption,
+    allow_read: Optional[List[Path]] = AllowReadOption,
 ) -> None:
     """Print the resolved recipe (defaults filled in, extends and --set applied) and the model summary."""
-    with _user_errors(debug):
+    from dlrun.recipe.permissions import granted
+
+    # show builds the model but never fits it: no callback runs, so none reaches the network
+    with _user_errors(debug), granted(network=True, read=allow_read or ()):
         loaded = _load(recipe, set_ or [])
         from dlrun.show import print_model_summary, print_resolved
 

@@ -21,3 +21,13 @@ def test_catalog_covers_the_books_vocabulary():
     assert {"binary_crossentropy", "mse", "BinaryCrossentropy"} <= set(cat["losses"])
     assert {"accuracy", "mae", "AUC"} <= set(cat["metrics"])
     assert {"EarlyStopping", "ModelCheckpoint", "ReduceLROnPlateau", "TensorBoard"} <= set(cat["callbacks"])
+
+
+def test_catalog_records_the_kind_of_each_default():
+    """`dlrun validate` checks a value against its argument's default kind (dlrun.recipe.arguments)."""
+    cat = catalog()
+    dense = cat["layers"]["Dense"]["defaults"]
+    assert dense["use_bias"] == "bool" and dense["kernel_initializer"] == "str" and "units" not in dense
+    assert cat["layers"]["Conv2D"]["defaults"]["strides"] == "sequence"
+    assert cat["callbacks"]["EarlyStopping"]["defaults"]["min_delta"] == "number"  # 0: floats fit too
+    assert cat["optimizers"]["Adam"]["defaults"]["learning_rate"] == "number"

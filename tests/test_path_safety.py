@@ -149,3 +149,165 @@ def test_a_run_with_hostile_names_writes_only_under_the_output_root(tmp_path, mo
     assert run_dir.name.endswith("-_.._.._up_.._.._x")
     assert (run_dir / "ckpt" / "01.keras").is_file() and (run_dir / "logs" / "train.csv").is_file()
     assert list(cwd.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- files a recipe reads
+
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+DLRUN = [sys.executable, "-m", "dlrun"]
+ROOT = Path(__file__).resolve().parent.parent
+
+READER = """\
+name: reader
+data: {{source: npz, path: data.npz}}
+model:
+  layers:
+    - {layer}
+    - Dense: {{units: 1}}
+compile: {{loss: mse}}
+"""
+
+
+@pytest.fixture
+def reader_folder(tmp_path):
+    """``recipes/`` with its data, beside ``private/`` holding a file no recipe may read."""
+    import numpy as np
+
+    recipes, private = tmp_path / "recipes", tmp_path / "private"
+    recipes.mkdir(), private.mkdir()
+    np.savez(recipes / "data.npz", x=np.zeros((4, 3)), y=np.zeros(4))
+    (private / "secret.txt").write_text("password\nhunter2\n")
+    np.savez(private / "data.npz", x=np.zeros((4, 3)), y=np.zeros(4))
+    os.symlink(private / "secret.txt", recipes / "innocent.txt")  # a link inside that points out
+    return tmp_path
+
+
+def _dlrun(*args, cwd: Path, env: dict | None = None):
+    env = {**{k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "DLRUN_ALLOW_READ")},
+           "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([*DLRUN, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
+
+
+@pytest.mark.parametrize("layer, where", [
+    ("TextVectorization: {vocabulary: SECRET, output_mode: multi_hot}", "model.layers[0].TextVectorization.vocabulary"),
+    ("StringLookup: {vocabulary: ../private/secret.txt}", "model.layers[0].StringLookup.vocabulary"),
+    ("IntegerLookup: {vocabulary: '~/secret.txt'}", "model.layers[0].IntegerLookup.vocabulary"),
+    ("StringLookup: {vocabulary: innocent.txt}", "model.layers[0].StringLookup.vocabulary"),
+    ("Bidirectional: {layer: {MyReader: {vocab_path: ../private/secret.txt}}}",
+     "model.layers[0].Bidirectional.layer.MyReader.vocab_path"),
+    ("PretrainedEmbedding: {path: SECRET}", "model.layers[0].PretrainedEmbedding.path"),
+    ("SavedModel: {path: ../private/secret.txt}", "model.layers[0].SavedModel.path"),
+    ("Pretrained: {application: VGG16, weights: ../private/secret.txt}", "model.layers[0].Pretrained.weights"),
+    ("Dense: {units: 2}", "data.path"),
+])
+def test_a_recipe_reads_no_file_outside_its_folder(reader_folder, layer, where):
+    """`TextVectorization: {vocabulary: /some/secret.txt}` baked the file into every saved model.
+    Every file a recipe reads — data, vocabularies, embeddings, weights, saved models, any
+    `*_path` argument of a plugin — must lie under the recipe's folder (links followed):
+    validate warns, a run refuses with a located error before anything exists."""
+    secret = reader_folder / "private" / "secret.txt"
+    text = READER.format(layer=layer.replace("SECRET", str(secret)))
+    if where == "data.path":
+        text = text.replace("path: data.npz", f"path: {reader_folder / 'private' / 'data.npz'}")
+    if "MyReader" in layer:
+        text = "plugins: [dlrun_no_such_plugin]\n" + text  # the check needs no import
+    recipe = reader_folder / "recipes" / "r.yaml"
+    recipe.write_text(text)
+    env = {"HOME": str(reader_folder / "private")}  # ~/secret.txt is the secret
+    checked = _dlrun("validate", str(recipe), cwd=reader_folder, env=env)
+    assert checked.returncode == 0, checked.stderr
+    assert f"warning: {recipe}:" in checked.stderr and f"{where}: " in checked.stderr
+    assert "is outside the recipe's folder" in checked.stderr and "a run needs that permission" in checked.stderr
+    for command in (["train", "-o", "out"], ["show"]):
+        result = _dlrun(*command, str(recipe), cwd=reader_folder, env=env)
+        assert result.returncode == 2, result.stderr
+        line = next(line for line in result.stderr.splitlines() if f"{where}: " in line)
+        assert line.startswith(f"{recipe}:") and "is outside the recipe's folder" in line, line
+        assert f"--allow-read {reader_folder / 'private'}" in line and f"--set {where}=" in line
+        assert "Traceback" not in result.stderr
+    assert not (reader_folder / "out").exists()
+
+
+def test_urls_are_no_files(reader_folder):
+    recipe = reader_folder / "recipes" / "r.yaml"
+    recipe.write_text(READER.format(layer="StringLookup: {vocabulary: 'gs://bucket/vocab.txt'}"))
+    result = _dlrun("train", str(recipe), "-o", "out", cwd=reader_folder)
+    assert result.returncode == 2
+    assert "model.layers[0].StringLookup.vocabulary: is a URL: a recipe reads local files only" in result.stderr
+
+
+def test_the_user_widens_what_a_recipe_reads(reader_folder, monkeypatch):
+    """--allow-read (or DLRUN_ALLOW_READ) for a folder; a path typed with --set is the user's own."""
+    from dlrun.recipe.permissions import granted
+
+    secret = reader_folder / "private" / "secret.txt"
+    recipe = reader_folder / "recipes" / "r.yaml"
+    recipe.write_text(READER.format(layer="StringLookup: {vocabulary: ../private/secret.txt}"))
+    with pytest.raises(RecipeError, match="is outside the recipe's folder"):
+        load_recipe(recipe)
+    with granted(read=[reader_folder / "private"]):
+        loaded = load_recipe(recipe)
+    assert [(format_place, path) for format_place, _, path in loaded.reads] == [
+        (("data", "path"), reader_folder / "recipes" / "data.npz"),
+        (("model", "layers", 0, "StringLookup", "vocabulary"), secret)]
+    monkeypatch.setenv("DLRUN_ALLOW_READ", f"/elsewhere{os.pathsep}{reader_folder / 'private'}")
+    load_recipe(recipe)
+    monkeypatch.delenv("DLRUN_ALLOW_READ")
+    load_recipe(recipe, [f"model.layers[0].StringLookup.vocabulary={secret}"])
+
+
+def test_a_search_may_not_choose_a_file(reader_folder):
+    recipe = reader_folder / "recipes" / "r.yaml"
+    recipe.write_text(READER.format(layer="Dense: {units: 2}") + "search:\n  space:\n"
+                      f"    data.path: {{choice: [data.npz, {reader_folder / 'private' / 'data.npz'}]}}\n"
+                      "  objective: {metric: loss}\n")
+    with pytest.raises(RecipeError, match=r"search.space.data.path: a search may not choose a file the recipe "
+                                          r"reads \(data.path\)"):
+        load_recipe(recipe)
+
+
+@pytest.mark.slow
+def test_allowed_files_are_read_from_the_recipes_folder_and_recorded(reader_folder):
+    """A run reads a relative vocabulary from the recipe's folder (not the working directory)
+    and data from a folder the user allowed; inputs.json names each with its SHA-256 or file
+    count, and the saved model holds that vocabulary."""
+    import hashlib
+    import zipfile
+
+    recipes, private = reader_folder / "recipes", reader_folder / "private"
+    for part, label, words in (("train", "neg", "bad awful"), ("train", "pos", "good great"),
+                               ("test", "neg", "bad plot"), ("test", "pos", "good fun")):
+        (private / "reviews" / part / label).mkdir(parents=True)
+        for i in range(4):
+            (private / "reviews" / part / label / f"{i}.txt").write_text(f"{words} movie {i}\n")
+    (recipes / "vocab.txt").write_text("good\nbad\ngreat\nawful\n")
+    recipe = recipes / "text.yaml"
+    recipe.write_text("""\
+name: allowed_reads
+data: {source: text_directory, path: ../private/reviews, classes: [neg, pos], split: {validation: {fraction: 0.25}}}
+model:
+  layers:
+    - TextVectorization: {vocabulary: vocab.txt, output_mode: multi_hot}
+    - Dense: {units: 1, activation: sigmoid}
+compile: {loss: binary_crossentropy, metrics: [accuracy]}
+fit: {epochs: 1, batch_size: 4}
+""")
+    elsewhere = reader_folder / "cwd"
+    elsewhere.mkdir()
+    (elsewhere / "vocab.txt").write_text("wrong\n")  # Keras alone would read this one
+    result = _dlrun("train", str(recipe), "-o", str(reader_folder / "out"), "--allow-read", str(private / "reviews"),
+                    "--json", cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+    run_dir = Path(json.loads(result.stdout)["run_dir"])
+    inputs = json.loads((run_dir / "inputs.json").read_text())
+    assert inputs == [
+        {"place": "data.path", "given": "../private/reviews", "path": str(private / "reviews"), "files": 16},
+        {"place": "model.layers[0].TextVectorization.vocabulary", "given": "vocab.txt",
+         "path": str(recipes / "vocab.txt"), "bytes": (recipes / "vocab.txt").stat().st_size,
+         "sha256": hashlib.sha256((recipes / "vocab.txt").read_bytes()).hexdigest()}]
+    with zipfile.ZipFile(run_dir / "model.keras") as saved:
+        vocabulary = saved.read("assets/layers/text_vectorization/vocabulary.txt").decode().split()
+    assert vocabulary == ["[UNK]", "good", "bad", "great", "awful"]

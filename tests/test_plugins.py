@@ -14,6 +14,7 @@ import yaml
 
 from dlrun.errors import ModelBuildError, RecipeError
 from dlrun.recipe.loading import load_recipe
+from dlrun.recipe.schema import KerasObject
 
 ROOT = Path(__file__).resolve().parent.parent
 DLRUN = [sys.executable, "-m", "dlrun"]
@@ -46,6 +47,7 @@ class ScaledDense(keras.layers.Dense):
         return {{**super().get_config(), "factor": self.factor}}
 
 
+@keras.saving.register_keras_serializable(package="dlrun_test_plugin")
 def smooth_crossentropy(y_true, y_pred):
     return keras.losses.categorical_crossentropy(y_true, y_pred, label_smoothing=0.1)
 
@@ -105,7 +107,7 @@ def plugin(tmp_path):
 
 
 def _env(pythonpath: Path) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(pythonpath))
+    env = dict(os.environ, PYTHONPATH=f"{pythonpath}{os.pathsep}{ROOT}")  # this checkout's dlrun
     env.pop("MLFLOW_TRACKING_URI", None)
     return env
 
@@ -230,3 +232,121 @@ def test_a_plugin_that_fails_to_import_is_a_clear_error(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["train", str(recipe), "--output-root", str(tmp_path / "out")])
     assert result.exit_code == 2
     assert "cannot import 'missing_plugin_42.layers'" in result.output and "PYTHONPATH" in result.output
+
+
+# --------------------------------------------------------------------------- what a plugin may not reach
+
+POPEN = """\
+name: popen
+plugins: [{module}]
+data: {{source: embedded, name: iris}}
+model:
+  layers:
+    - Popen: {{args: [touch, {marker}]}}
+    - Dense: {{units: 3, activation: softmax}}
+compile: {{loss: sparse_categorical_crossentropy}}
+"""
+
+
+@pytest.mark.parametrize("module", ["subprocess", "os", "shutil", "os.path", "importlib.util", "this",
+                                    "antigravity", "builtins", "__main__", "dlrun.cli"])
+def test_standard_library_modules_are_not_plugins(tmp_path, module):
+    """`plugins: [subprocess]` with a layer `Popen: {args: [touch, …]}` ran the command during
+    `dlrun show`; validate said ok. Now both refuse it, located, and nothing runs."""
+    marker = tmp_path / "ran"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(POPEN.format(module=module, marker=marker))
+    for command in (["validate"], ["show"]):
+        result = subprocess.run([*DLRUN, *command, str(recipe)], capture_output=True, text=True, cwd=tmp_path,
+                                env=_env(tmp_path), timeout=120)
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        assert f"{recipe}:2:11: plugins[0]: '{module}' is " in result.stderr, result.stderr
+        assert "not a plugin" in result.stderr
+        assert "imports:" not in result.stdout and "Traceback" not in result.stderr
+    assert not marker.exists()
+
+
+OTHERS = """\
+import keras
+from pathlib import Path
+from numpy import save  # a function of another library, reachable as an attribute of this module
+
+MARKER = Path({marker!r})
+
+
+class Sidecar:
+    \"\"\"Not a Keras class: building it would write the marker.\"\"\"
+
+    def __init__(self, **kwargs):
+        MARKER.write_text("built")
+
+
+def unregistered_loss(y_true, y_pred):  # a plain function: never used from a recipe
+    MARKER.write_text("called")
+    return keras.ops.mean(y_true - y_pred)
+
+
+class Layered(keras.layers.Layer):
+    \"\"\"A Keras layer, used where the recipe wants a callback.\"\"\"
+"""
+
+
+@pytest.fixture
+def other_module(tmp_path, monkeypatch):
+    (tmp_path / "dlrun_other_plugin.py").write_text(OTHERS.format(marker=str(tmp_path / "marker")))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path / "marker"
+
+
+@pytest.mark.parametrize("kind, name, args, problem", [
+    ("layer", "Sidecar", {}, "dlrun_other_plugin.Sidecar is a class, not a subclass of keras.layers.Layer"),
+    ("layer", "save", {"file": "x.npy", "arr": [1]}, "dlrun_other_plugin.save is a function, not a Keras layer "
+                                                      "class"),
+    ("layer", "MARKER", {}, "dlrun_other_plugin.MARKER is a PosixPath, not a Keras layer class"),
+    ("layer", "__loader__", {}, "unknown layer '__loader__'"),
+    ("loss", "unregistered_loss", {}, "dlrun_other_plugin.unregistered_loss is a function not registered with "
+                                      "Keras: decorate it with @keras.saving.register_keras_serializable()"),
+    ("loss", "save", {}, "dlrun_other_plugin.save is a function not registered with Keras"),
+    ("metric", "Sidecar", {}, "is a class, not a subclass of keras.metrics.Metric"),
+    ("callback", "Layered", {}, "dlrun_other_plugin.Layered is a class, not a subclass of keras.callbacks.Callback"),
+    ("optimizer", "Sidecar", {"learning_rate": 0.1}, "not a subclass of keras.optimizers.Optimizer"),
+    ("activation", "unregistered_loss", {}, "is a function not registered with Keras"),
+    ("regularizer", "Sidecar", {}, "not a subclass of keras.regularizers.Regularizer"),
+])
+def test_only_keras_objects_are_built_from_a_plugin(other_module, kind, name, args, problem):
+    from dlrun.model import plugins
+
+    with pytest.raises(ModelBuildError) as caught:
+        plugins.make(kind, name, args, ("dlrun_other_plugin",), "here")
+    assert problem in str(caught.value)
+    assert not other_module.exists()  # nothing was built or called
+
+
+def test_a_third_party_module_that_is_no_plugin_calls_nothing(tmp_path):
+    """`plugins: [numpy]` is a module that exists, so validate accepts it; `dlrun show` then
+    refuses its `savetxt` function as a layer before calling it: no file appears."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(POPEN.format(module="numpy", marker="unused").replace(
+        "Popen: {args: [touch, unused]}", f"savetxt: {{fname: {tmp_path / 'saved.txt'}, X: [1, 2]}}"))
+    result = subprocess.run([*DLRUN, "show", str(recipe)], capture_output=True, text=True, cwd=tmp_path,
+                            env=_env(tmp_path), timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert ("error: model.layers[0] (savetxt): numpy.savetxt is a function, not a Keras layer class (a subclass of "
+            "keras.layers.Layer)") in result.stderr
+    assert not (tmp_path / "saved.txt").exists() and list(tmp_path.iterdir()) == [recipe]
+
+
+def test_keras_module_attributes_that_are_not_its_classes_are_never_called(other_module, tmp_path):
+    """With plugins, an unknown name is looked up at build time; Keras' own modules answer only
+    with the catalog's classes, never `keras.layers.deserialize` or `keras.callbacks.LambdaCallback`."""
+    from dlrun.model.keras_args import keras_layer
+    from dlrun.training.callbacks import build_callbacks
+
+    config = {"module": "builtins", "class_name": "print", "config": {}}
+    for name in ("deserialize", "Input", "serialize"):
+        with pytest.raises(ModelBuildError, match=f"unknown layer '{name}'"):
+            keras_layer(name, {"config": config}, "here", ("dlrun_other_plugin",))
+    spec = KerasObject.model_validate({"LambdaCallback": {"on_train_begin": "print"}})
+    spec._plugins = ("dlrun_other_plugin",)
+    with pytest.raises(ModelBuildError, match="unknown callback 'LambdaCallback'"):
+        build_callbacks([spec], tmp_path)

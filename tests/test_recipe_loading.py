@@ -217,9 +217,11 @@ def test_book_recipes_validate():
     recipes = sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml"))
     assert len(recipes) >= 5
     for path in recipes:
-        # The book's data files are not on every machine: a missing one is only a warning here.
+        # The book's data files are not on every machine, and the shared ones lie outside the recipes'
+        # folder (a run needs --allow-read): for validate, only warnings about the files it reads.
         loaded = load_recipe(path, require_data=False)
-        assert all(w.path == "data.path" for w in loaded.warnings), loaded.warnings
+        assert all(w.path in ("data.path", "model.layers[0].PretrainedEmbedding.path") for w in loaded.warnings), \
+            loaded.warnings
 
 
 def test_missing_data_is_an_error_for_a_run_and_a_warning_for_validate(tmp_path):

@@ -206,7 +206,7 @@ def test_pruning_reporter_stops_holdout_at_the_epoch_and_kfold_before_the_next_f
         folds.job_started("fold_3", 3)
 
 
-def test_best_recipe_written_elsewhere_keeps_every_relative_file(tmp_path):
+def test_best_recipe_written_elsewhere_keeps_every_relative_file(tmp_path, monkeypatch):
     """Not only data.path: recipe layers' files (embeddings, saved models, weights) resolve
     against the recipe's folder, so the best recipe, written under the output root, makes
     them absolute; 'imagenet', null and absolute paths stay as written."""
@@ -242,6 +242,7 @@ fit: {{epochs: 1}}
 search:
   space: {{fit.epochs: {{int: [1, 3]}}}}
 """, encoding="utf-8")
+    monkeypatch.setenv("DLRUN_ALLOW_READ", str(tmp_path / "shared"))  # outside the recipe's folder
     loaded = load_recipe(recipe)
     best = best_recipe(loaded, {"fit.epochs": 3})
     shared = (tmp_path / "shared").resolve()

@@ -39,7 +39,7 @@ def _instantiate_layer(layer_spec: KerasObject, index: int, context: BuildContex
     import_plugins(layer_spec.plugins)  # the recipe's plugins: imported when building, never at validate
     if layer_spec.name in RECIPE_LAYERS:
         return RECIPE_LAYERS[layer_spec.name](dict(layer_spec.args), context, where)
-    return keras_layer(layer_spec.name, layer_spec.args, where, layer_spec.plugins)
+    return keras_layer(layer_spec.name, layer_spec.args, where, layer_spec.plugins, context.base_dir)
 
 
 def build_model(spec: SequentialModel, input_shape: tuple, name: str = "model", input_dtype: str = "float32",
@@ -91,7 +91,10 @@ def make_object(kind: str, spec: KerasObject) -> Any:
 
     plugins.import_plugins(spec.plugins)
     if not plugins.keras_knows(kind, spec.name):  # a custom one, from the recipe's plugins
-        return plugins.make(kind, spec.name, dict(spec.args), spec.plugins, f"compile.{kind} {spec.name}")
+        from dlrun.model.keras_args import resolve_read_args
+
+        args = resolve_read_args(spec.name, dict(spec.args), spec.base_dir)
+        return plugins.make(kind, spec.name, args, spec.plugins, f"compile.{kind} {spec.name}")
     module = {"optimizer": keras.optimizers, "loss": keras.losses, "metric": keras.metrics}[kind]
     try:
         if kind == "optimizer":

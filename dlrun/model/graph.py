@@ -49,7 +49,7 @@ def _make_layer(layer_spec, name: str, where: str, context):
     args.setdefault("name", name)  # every recipe layer takes a name too
     if layer_spec.name in RECIPE_LAYERS:
         return RECIPE_LAYERS[layer_spec.name](args, context, where)
-    return keras_layer(layer_spec.name, args, where, layer_spec.plugins)
+    return keras_layer(layer_spec.name, args, where, layer_spec.plugins, context.base_dir)
 
 
 def _input_spec(spec, name: str, shapes: Any, dtypes: Any) -> tuple[tuple, str]:

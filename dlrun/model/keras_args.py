@@ -32,9 +32,22 @@ def _split(value: Any) -> tuple[str, dict] | None:
     return None
 
 
-def keras_layer(name: str, args: dict, where: str, plugins: tuple[str, ...] = ()):
+def resolve_read_args(owner: str, args: dict, base_dir) -> dict:
+    """``args`` with every file argument Keras reads (a ``vocabulary`` file, a ``*_path``…:
+    :func:`dlrun.recipe.reads.is_read_arg`) resolved against the recipe's folder, where the
+    recipe loader checked it — not against the working directory, where Keras would look."""
+    from dlrun.recipe.reads import is_read_arg, resolve_read
+
+    if base_dir is None:
+        return args
+    return {arg: str(resolve_read(value, base_dir)) if is_read_arg(owner, arg, value) else value
+            for arg, value in args.items()}
+
+
+def keras_layer(name: str, args: dict, where: str, plugins: tuple[str, ...] = (), base_dir=None):
     """``keras.layers.<name>(**args)`` with nested Keras objects in ``args`` built first;
-    a name Keras does not know comes from the recipe's ``plugins`` modules."""
+    a name Keras does not know comes from the recipe's ``plugins`` modules; ``base_dir``: the
+    recipe's folder, against which file arguments resolve."""
     import keras
 
     from dlrun.model import plugins as plugin_lookup
@@ -43,15 +56,16 @@ def keras_layer(name: str, args: dict, where: str, plugins: tuple[str, ...] = ()
 
     if name in REFUSED["layer"]:  # the recipe validator refuses these first
         raise ModelBuildError(f"{where}: {REFUSED['layer'][name]}")
-    cls = getattr(keras.layers, name, None) or plugin_lookup.find("layer", name, plugins, where)
-    args = {key: _nested(key, value, f"{where}.{key}", plugins) for key, value in args.items()}
+    cls = plugin_lookup.keras_class("layer", name) or plugin_lookup.find("layer", name, plugins, where)
+    args = resolve_read_args(name, args, base_dir)
+    args = {key: _nested(key, value, f"{where}.{key}", plugins, base_dir) for key, value in args.items()}
     try:
         return cls(**args)
     except Exception as exc:  # noqa: BLE001 - Keras raises many types for bad arguments
         raise ModelBuildError(f"{where}: {first_line(exc)}") from exc
 
 
-def _nested(key: str, value: Any, where: str, plugins: tuple[str, ...] = ()) -> Any:
+def _nested(key: str, value: Any, where: str, plugins: tuple[str, ...] = (), base_dir=None) -> Any:
     import keras
 
     from dlrun.model import plugins as plugin_lookup
@@ -62,11 +76,11 @@ def _nested(key: str, value: Any, where: str, plugins: tuple[str, ...] = ()) -> 
         return value
     name, args = parsed
     if key in _WRAPPED_LAYER_ARGS:
-        return keras_layer(name, args, f"{where} ({name})", plugins)
+        return keras_layer(name, args, f"{where} ({name})", plugins, base_dir)
     kind = next((m[:-1] for suffix, m in _NESTED_MODULES.items() if key.endswith(suffix)), None)
     kind = kind or ("activation" if key in _ACTIVATION_ARGS and isinstance(value, str) else None)
     if kind and plugins and not plugin_lookup.keras_knows(kind, name) and not _keras_alias(kind, name):
-        return plugin_lookup.make(kind, name, args, plugins, where)  # a custom one, from the plugins
+        return plugin_lookup.make(kind, name, resolve_read_args(name, args, base_dir), plugins, where)  # a custom one
     module = next((getattr(keras, m) for suffix, m in _NESTED_MODULES.items() if key.endswith(suffix)), None)
     if module is None or (isinstance(value, str) and not args):
         return value  # Keras resolves plain names ('l2', 'he_normal') itself

@@ -12,8 +12,9 @@ from typing import Any, Iterator
 
 from dlrun.errors import did_you_mean
 from dlrun.recipe import graph_check
+from dlrun.recipe.arguments import non_finite_leaves, value_problems
 from dlrun.recipe.safe_paths import callback_path_issues
-from dlrun.recipe.yaml_source import Path_
+from dlrun.recipe.yaml_source import Path_, format_path
 
 CATALOG_FILE = "keras_catalog.json"
 # Arguments dlrun fills in itself, so a recipe may leave them out.
@@ -32,16 +33,20 @@ RECIPE_LAYERS = {
     "Pretrained": {
         "args": ["application", "weights", "include_top", "pooling", "trainable", "name", "input_shape"],
         "required": ["application"],
+        "defaults": {"application": "str", "weights": "str", "include_top": "bool", "pooling": "str",
+                     "trainable": "bool", "input_shape": "sequence"},
         "doc": "a keras.applications base (VGG16, Xception…) used as a layer",
     },
     "PretrainedEmbedding": {
         "args": ["path", "trainable", "mask_zero", "name"],
         "required": ["path"],
+        "defaults": {"path": "str", "trainable": "bool", "mask_zero": "bool"},
         "doc": "an Embedding initialized from a GloVe-format vector file for the vectorizer's vocabulary",
     },
     "SavedModel": {
         "args": ["path", "trainable", "name"],
         "required": ["path"],
+        "defaults": {"path": "str", "trainable": "bool"},
         "doc": "a model saved earlier (another run's model.keras) used as a layer, frozen unless trainable",
     },
 }
@@ -104,6 +109,14 @@ def check_object(
     if parsed is None:
         return
     name, args = parsed
+    arg_path = path if isinstance(value, str) else path + (name,)
+    infinite = set()
+    for arg, arg_value in args.items():  # whatever the object, Keras' or a plugin's, at any depth
+        for leaf, bad in non_finite_leaves(arg_value):
+            infinite.add(arg)
+            owner, key = (leaf[-2], leaf[-1]) if len(leaf) > 1 and isinstance(leaf[-2], str) else (
+                name, format_path((arg, *leaf)))
+            yield arg_path + (arg, *leaf), f"{owner} {key} must be a finite number (got {bad})", False
     if name in REFUSED.get(kind, {}):
         yield (path if isinstance(value, str) else path + (name,)), REFUSED[kind][name], not isinstance(value, str)
         return
@@ -114,7 +127,6 @@ def check_object(
             yield (path if isinstance(value, str) else path + (name,)), problem, not isinstance(value, str)
         return
     entry = table[canonical]
-    arg_path = path if isinstance(value, str) else path + (name,)
     if kind == "callback" and canonical == "LearningRateScheduler":  # a named schedule, not Python code
         from dlrun.training.schedules import schedule_problems  # plain Python, no TensorFlow
 
@@ -130,9 +142,15 @@ def check_object(
         return
     unknown = [arg for arg in args if arg not in entry["args"]]
     for arg, arg_value in args.items():
+        if arg in infinite:
+            continue
         if arg not in entry["args"]:
             hint = _KERAS2_ARGS.get(arg) or did_you_mean(arg, entry["args"])
             yield arg_path + (arg,), f"{canonical} has no argument '{arg}'{hint}", True
+            continue
+        wrong = list(value_problems(canonical, arg, arg_value, entry))
+        if wrong:
+            yield from ((arg_path + (arg,), problem, False) for problem in wrong)
         elif arg in _ACTIVATION_ARGS and isinstance(arg_value, str):
             acts = catalog()["activations"]
             if arg_value not in acts and not plugins:

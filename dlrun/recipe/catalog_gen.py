@@ -23,10 +23,25 @@ _SKIP = {"Layer", "Loss", "Metric", "Optimizer", "Callback", "CallbackList", "Hi
          "MultiOptimizer", "OptimizerMap", "LearningRateSchedule"}
 
 
-def _parameters(cls: type) -> tuple[list[str], list[str], bool]:
-    """(argument names, required argument names, accepts **kwargs) of ``cls.__init__``."""
+def default_kind(value) -> str | None:
+    """The kind of value an argument's default is, which a recipe's value must share
+    (:mod:`dlrun.recipe.arguments`); None when the default says nothing (None, a callable…)."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, (tuple, list)):
+        return "sequence"
+    return None
+
+
+def _parameters(cls: type) -> tuple[list[str], list[str], bool, dict[str, str]]:
+    """(argument names, required argument names, accepts **kwargs, the kinds of the defaults)
+    of ``cls.__init__``."""
     params = inspect.signature(cls.__init__).parameters.values()
-    names, required, var_kw = [], [], False
+    names, required, var_kw, kinds = [], [], False, {}
     for p in params:
         if p.name == "self" or p.kind is p.VAR_POSITIONAL:
             continue
@@ -36,7 +51,9 @@ def _parameters(cls: type) -> tuple[list[str], list[str], bool]:
         names.append(p.name)
         if p.default is p.empty:
             required.append(p.name)
-    return names, required, var_kw
+        elif default_kind(p.default):
+            kinds[p.name] = default_kind(p.default)
+    return names, required, var_kw, kinds
 
 
 def _classes(module, base: type) -> dict[str, dict]:
@@ -50,18 +67,22 @@ def _classes(module, base: type) -> dict[str, dict]:
 
 
 def _class_entry(cls: type, base: type) -> dict:
-    names, required, var_kw = _parameters(cls)
+    names, required, var_kw, kinds = _parameters(cls)
     if var_kw:  # **kwargs are forwarded to the base class: take its named arguments too
         for klass in cls.__mro__[1:]:
             if klass is object:
                 break
-            extra, _, more = _parameters(klass)
+            extra, _, more, extra_kinds = _parameters(klass)
+            kinds |= {n: k for n, k in extra_kinds.items() if n not in names}
             names += [n for n in extra if n not in names]
             if not more:
                 break
         if issubclass(cls, base) and base.__name__ == "Layer":
             names += [n for n in _LAYER_KWARGS if n not in names]
-    return {"args": names, "required": required}
+    entry = {"args": names, "required": required}
+    if kinds:
+        entry["defaults"] = kinds
+    return entry
 
 
 def _applications(module) -> dict[str, dict]:

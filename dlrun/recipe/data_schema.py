@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from dlrun.recipe.schema_base import Strict
 
@@ -66,12 +66,21 @@ class EmbeddedData(_DataBase):
     ]
 
 
+def _finite_options(options: dict[str, Any]) -> dict[str, Any]:
+    from dlrun.recipe.arguments import non_finite
+
+    bad = non_finite(options)
+    if bad is not None:
+        raise ValueError(f"options must hold finite numbers (got {bad})")
+    return options
+
+
 class KerasData(_DataBase):
     """``keras.datasets.<name>.load_data(**options)`` through Keras' own cache."""
 
     source: Literal["keras"]
     name: Literal["mnist", "fashion_mnist", "imdb", "reuters", "boston_housing", "cifar10", "cifar100"]
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: Annotated[dict[str, Any], AfterValidator(_finite_options)] = Field(default_factory=dict)
 
 
 class NpzData(_DataBase):

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from dlrun.errors import Location, RecipeError, RecipeIssue
 from dlrun.recipe.catalog import check_recipe_objects
-from dlrun.recipe.graph_check import graph_layers
+from dlrun.recipe.reads import input_record, reach_problem, read_paths, rebase_paths  # noqa: F401 - re-exported
 from dlrun.recipe.schema import Recipe
 from dlrun.recipe.validation import pydantic_issues
 from dlrun.recipe.yaml_source import Path_, SourceMap, YamlProblem, format_path, load_yaml_text
@@ -30,7 +30,12 @@ class LoadedRecipe:
     resolved: dict  # the recipe as validated, defaults filled in (what runs and is saved)
     overrides: list[str] = field(default_factory=list)
     extends: list[Path] = field(default_factory=list)  # every file merged in, base first
-    warnings: list[RecipeIssue] = field(default_factory=list)  # data not found (validate only)
+    warnings: list[RecipeIssue] = field(default_factory=list)  # data not found, reads not allowed (validate only)
+    reads: list[tuple[Path_, str, Path]] = field(default_factory=list)  # (place, as written, resolved)
+
+    def inputs(self) -> list[dict]:
+        """Every file the run reads, for its ``inputs.json``: place, path, size, SHA-256."""
+        return input_record(self.reads)
 
     @property
     def base_dir(self) -> Path:
@@ -174,66 +179,48 @@ def apply_override(raw: dict, source: SourceMap, text: str, index: int) -> None:
 _UNUSABLE_PATH = "not a usable path (it holds a NUL byte or a name too long for the file system)"
 # Sources whose path is a folder (text_directory may also name an archive file).
 _FOLDER_SOURCES = {"image_directory": "folder", "text_directory": "folder or archive"}
+_VALID_ELSEWHERE = " (the recipe is valid; it runs where the data is)"
+_VALID_IF_ALLOWED = " (the recipe is valid; a run needs that permission)"
 
 
-def _path_issues(recipe: Recipe, base_dir: Path, source: SourceMap) -> Iterable[RecipeIssue]:
-    data_path = getattr(recipe.data, "path", None)
-    if data_path is None:
-        return
-    try:
-        resolved = (base_dir / Path(data_path).expanduser()).resolve()
-        resolved.exists()
-    except (ValueError, OSError):  # a NUL byte, a name too long: no file has this path
-        yield _issue(source, ("data", "path"), _UNUSABLE_PATH)
-        return
-    kind = _FOLDER_SOURCES.get(recipe.data.source)
-    if kind == "folder" and not resolved.is_dir():
-        yield _issue(source, ("data", "path"), f"no such folder: {resolved}")
-    elif kind == "folder or archive" and not resolved.exists():
-        yield _issue(source, ("data", "path"), f"no such folder or archive: {resolved}")
-    elif kind is None and not resolved.is_file():
-        yield _issue(source, ("data", "path"), f"no such file: {resolved}")
+def _read_issues(raw: dict, recipe: Recipe, base_dir: Path, source: SourceMap
+                 ) -> tuple[list[tuple[Path_, str, Path]], list[RecipeIssue], list[RecipeIssue]]:
+    """The files the recipe reads ``(place, text, resolved)``, those it may not read (outside its
+    folder and not allowed: :func:`dlrun.recipe.reads.reach_problem`), and those missing here."""
+    reads, refused, missing = [], [], []
+    for place, text in read_paths(raw):
+        trusted = source.locate(place).file.startswith("--set #")  # typed by the user: theirs to read
+        resolved, problem = reach_problem(text, base_dir, trusted, place)
+        if problem:
+            refused.append(_issue(source, place, problem))
+            continue
+        reads.append((place, text, resolved))
+        kind = _FOLDER_SOURCES.get(recipe.data.source) if place == ("data", "path") else None
+        if kind == "folder" and not resolved.is_dir():
+            missing.append(_issue(source, place, f"no such folder: {resolved}"))
+        elif kind == "folder or archive" and not resolved.exists():
+            missing.append(_issue(source, place, f"no such folder or archive: {resolved}"))
+        elif kind is None and not (resolved.is_file() or (place[-1].endswith(("dir", "directory"))
+                                                           and resolved.is_dir())):
+            missing.append(_issue(source, place, f"no such file: {resolved}"))
+    return reads, refused, missing
 
 
-# The arguments of dlrun's recipe layers (catalog.RECIPE_LAYERS) that name a file read relative
-# to the recipe's folder; ``None``/``imagenet`` weights name no file.
-RECIPE_LAYER_PATH_ARGS = {"PretrainedEmbedding": ("path",), "SavedModel": ("path",), "Pretrained": ("weights",)}
-_NOT_FILES = (None, "imagenet")
+def _network_uses(recipe: Recipe, source: SourceMap) -> list[RecipeIssue]:
+    """The recipe's callbacks that reach the network, when the command did not allow it."""
+    from dlrun.recipe.permissions import network_problem
 
-
-def rebase_paths(resolved: dict, base_dir: Path) -> dict:
-    """A copy of a resolved recipe whose relative file paths are absolute, resolved against
-    ``base_dir`` (the recipe's folder): for a recipe written to another folder (``dlrun tune``'s
-    best recipe). The paths: ``data.path``, ``data.features.weights``, and the file arguments of
-    recipe layers (:data:`RECIPE_LAYER_PATH_ARGS`) among a sequential model's layers and a graph
-    model's node and shared layers. Absolute paths (``~`` included) stay as written; callback
-    paths are relative to the run folder, not the recipe, and stay too."""
-    out = copy.deepcopy(resolved)
-
-    def rebase(args: Any, key: str) -> None:
-        value = args.get(key) if isinstance(args, dict) else None
-        if isinstance(value, str) and value not in _NOT_FILES and not Path(value).expanduser().is_absolute():
-            args[key] = str((Path(base_dir) / value).resolve())
-
-    data = out.get("data")
-    if isinstance(data, dict):
-        rebase(data, "path")
-        rebase(data.get("features"), "weights")
-    model = out.get("model")
-    layers = model.get("layers") if isinstance(model, dict) else None
-    for layer in [*(layers if isinstance(layers, list) else []), *(value for _, value in graph_layers(out))]:
-        if isinstance(layer, dict) and len(layer) == 1:
-            (name, args), = layer.items()
-            for key in RECIPE_LAYER_PATH_ARGS.get(name, ()):
-                rebase(args, key)
-    return out
+    problems = ((i, network_problem(callback.name)) for i, callback in enumerate(recipe.fit.callbacks))
+    return [_issue(source, ("fit", "callbacks", i), problem) for i, problem in problems if problem]
 
 
 def load_recipe(path: str | Path, overrides: Iterable[str] = (), *, require_data: bool = True) -> LoadedRecipe:
     """Read, merge, override and validate a recipe; raise RecipeError listing every problem.
 
     With ``require_data=False`` (``dlrun validate``) a data file missing on this machine is a
-    warning on the result, not an error: the recipe itself is valid where the data is."""
+    warning on the result, not an error: the recipe itself is valid where the data is. So is a
+    file outside the recipe's folder, or a network callback, that the command did not allow
+    (:mod:`dlrun.recipe.permissions`)."""
     path = Path(path)
     raw, source, files = _load_with_extends(path, ())
     overrides = list(overrides)
@@ -257,10 +244,16 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = (), *, require_data
         from dlrun.recipe.search_schema import search_issues
 
         issues += [_issue(source, p, msg, at_key) for p, msg, at_key in search_issues(raw, recipe)]
-    missing = list(_path_issues(recipe, path.parent, source)) if recipe is not None else []
+    reads, refused, missing = _read_issues(raw, recipe, path.parent, source) if recipe is not None else ([], [], [])
+    network = _network_uses(recipe, source) if recipe is not None else []
     if require_data:
-        issues += missing
+        issues += refused + missing + network
     if issues:
         raise RecipeError(issues)
+    warnings = [] if require_data else [
+        *(RecipeIssue(i.location, i.path, i.message + _VALID_IF_ALLOWED) for i in refused),
+        *(RecipeIssue(i.location, i.path, i.message + _VALID_ELSEWHERE) for i in missing),
+        *(RecipeIssue(i.location, i.path, i.message + _VALID_IF_ALLOWED) for i in network)]
+    recipe.attach_source(source, path.parent.resolve())
     resolved = recipe.model_dump(mode="json")
-    return LoadedRecipe(recipe, path.resolve(), resolved, overrides, files[:-1], [] if require_data else missing)
+    return LoadedRecipe(recipe, path.resolve(), resolved, overrides, files[:-1], warnings, reads)

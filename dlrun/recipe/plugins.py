@@ -20,10 +20,19 @@ MAX_NAME = 200
 
 
 def module_name(text: str) -> str:
-    """Pydantic check of one ``plugins`` entry: a dotted module name, never a path."""
+    """Pydantic check of one ``plugins`` entry: a dotted module name of the user's own — never a
+    path, a module of Python's standard library (``subprocess``, ``os``…: not Keras plugins, and
+    some act on import), a dunder module (``__main__``) or dlrun itself."""
     if len(text) > MAX_NAME or not _MODULE_NAME.fullmatch(text):
         raise ValueError("not an importable module name: write a dotted Python module name such as "
                          "my_pkg.layers (not a file path)")
+    top = text.split(".", 1)[0]
+    if top in sys.stdlib_module_names:
+        raise ValueError(f"'{text}' is a module of Python's standard library, not a plugin: a plugin is a module "
+                         f"of your own that defines Keras layers, losses, metrics or callbacks")
+    if any(part.startswith("__") and part.endswith("__") for part in text.split(".")) or top == "dlrun":
+        raise ValueError(f"'{text}' is not a plugin: a plugin is a module of your own that defines Keras layers, "
+                         f"losses, metrics or callbacks")
     return text
 
 

@@ -49,10 +49,16 @@ class KerasObject(BaseModel):
     # The recipe's ``plugins`` modules, set by Recipe validation: where the builder looks up a
     # name Keras does not know (dlrun.model.plugins). Not part of the recipe form.
     _plugins: tuple[str, ...] = PrivateAttr(default=())
+    # The recipe's folder, set when it is loaded: file arguments (a plugin's ``*_path``) resolve there.
+    _base_dir: Any = PrivateAttr(default=None)
 
     @property
     def plugins(self) -> tuple[str, ...]:
         return self._plugins
+
+    @property
+    def base_dir(self):
+        return self._base_dir
 
     @model_validator(mode="before")
     @classmethod
@@ -276,8 +282,20 @@ class Baseline(Strict):
 EvaluationSpec = Annotated[Union[Holdout, KFold, Baseline], Field(discriminator="protocol")]
 
 
+# Tags dlrun and MLflow set themselves (the run directory, the recipe file, a parent run…):
+# a recipe may not set or override them.
+RESERVED_TAG_PREFIXES = ("dlrun.", "mlflow.")
+
+
+def _not_reserved(key: str) -> str:
+    if key.lower().startswith(RESERVED_TAG_PREFIXES):
+        raise ValueError(f"tags starting with {' or '.join(RESERVED_TAG_PREFIXES)} are set by dlrun and MLflow "
+                         f"themselves; choose another name")
+    return key
+
+
 # MLflow's own rule for tag keys (mlflow/utils/validation.py).
-TagKey = Annotated[str, Field(pattern=r"^[\w.\- :/]+$", max_length=250)]
+TagKey = Annotated[str, Field(pattern=r"^[\w.\- :/]+$", max_length=250), AfterValidator(_not_reserved)]
 
 
 def _no_control_characters(text: str) -> str:
@@ -356,6 +374,24 @@ class Recipe(Strict):
         if self.evaluation.protocol == "baseline" and self.data.source != "timeseries_csv":
             raise ValueError("evaluation.protocol baseline needs data.source timeseries_csv (the last-value baseline)")
         return self
+
+    # Where each value was written (a yaml_source.SourceMap), when the recipe was loaded from a
+    # file: checks after validation (the preflight's) report their problems there.
+    _source: Any = PrivateAttr(default=None)
+
+    def attach_source(self, source: Any, base_dir: Any = None) -> None:
+        """Remember where the recipe was written (``source``) and its folder (``base_dir``)."""
+        self._source = source
+        for obj in _keras_objects(self):
+            obj._base_dir = base_dir
+
+    def issue(self, path: tuple, message: str, at_key: bool = False):
+        """A located :class:`~dlrun.errors.RecipeIssue` for ``path`` of this recipe."""
+        from dlrun.errors import Location, RecipeIssue
+        from dlrun.recipe.yaml_source import format_path
+
+        where = self._source.locate(path, key=at_key) if self._source is not None else Location("<recipe>")
+        return RecipeIssue(where, format_path(path), message)
 
     @model_validator(mode="after")
     def _share_plugins(self) -> "Recipe":

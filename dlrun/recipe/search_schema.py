@@ -37,7 +37,7 @@ class SearchParam(BaseModel):
     """One dimension: ``{choice: [...]}``, ``{int: [lo, hi], step: n}``, ``{float: [lo, hi], step: x}``
     or ``{log_uniform: [lo, hi]}``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     kind: Literal["choice", "int", "float", "log_uniform"]
     values: list[Scalar] = Field(default_factory=list)  # choice only
     low: float | None = None
@@ -237,8 +237,11 @@ def search_issues(raw: dict, recipe) -> Iterator[tuple[tuple, str, bool]]:
     from dlrun.recipe.validation import pydantic_issues
     from dlrun.recipe.yaml_source import SourceMap, format_path
 
+    from dlrun.recipe.reads import read_paths
+
     yield from _objective_issues(recipe)
     resolved = recipe.model_dump(mode="json")
+    reads = dict(read_paths(raw))
     for key, param in recipe.search.space.items():
         where = ("search", "space", key)
         path = parse_dotted(key)
@@ -259,6 +262,11 @@ def search_issues(raw: dict, recipe) -> Iterator[tuple[tuple, str, bool]]:
                     apply_override(variant, SourceMap(), text, i)
             except RecipeError as exc:
                 yield where, f"{json.dumps(value)} cannot be set: {exc.issues[0].message}", True
+                break
+            chosen = [p for p, text in read_paths(variant) if reads.get(p) != text]
+            if chosen:  # trials set values as --set does, which the reach rule leaves to the user
+                yield where, (f"a search may not choose a file the recipe reads ({format_path(chosen[0])}): name "
+                              f"the file in the recipe"), True
                 break
             found = [(p, m) for p, m, _ in check_recipe_objects(variant)]
             if not found:

@@ -47,6 +47,8 @@ def walk_loc(root: type[BaseModel], loc: tuple) -> tuple[Path_, Any]:
     for part in loc:
         tp = _unwrap(tp)
         members = _union_members(tp)
+        if len([m for m in members if m is not type(None)]) == 1:  # X | None: pydantic adds no label
+            tp, members = next(m for m in members if m is not type(None)), []
         if members:
             chosen = next((m for m in members if _is_model(m) and str(part) in _tag_of(m)), None)
             if chosen is None:  # a plain union label such as 'int' or "literal['none']"
@@ -122,13 +124,14 @@ def _issue(err: dict, root: type[BaseModel]) -> tuple[Path_, str, bool, str]:
             return path + (field,), message, False, kind
         return path, f"missing '{field}' (one of: {', '.join(expected)})", False, kind
     path, _ = walk_loc(root, loc)
+    at_key = bool(loc) and loc[-1] == "[key]"  # a mapping key that is refused: point at the key
     text = err["msg"].removeprefix("Value error, ")
     text = text[0].lower() + text[1:]
     if kind in ("literal_error", "enum"):
         return path, f"{text}{did_you_mean(str(err['input']), _literal_choices(ctx))}", False, kind
     if isinstance(err["input"], dict):  # a whole section: its location says enough
-        return path, text, False, kind
-    return path, f"{text} (got {_describe(err['input'])})", False, kind
+        return path, text, at_key, kind
+    return path, f"{text} (got {_describe(err['input'])})", at_key, kind
 
 
 def _literal_choices(ctx: dict) -> list[str]:

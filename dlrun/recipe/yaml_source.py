@@ -37,8 +37,13 @@ _STANDARD_TAGS = {
     "tag:yaml.org,2002:seq",
 }
 # Anchors and aliases are legal YAML, but a document of nested aliases can expand to
-# billions of values ("billion laughs"); a recipe never needs this many.
+# billions of values ("billion laughs"); a recipe never needs this many. Counting values is not
+# enough: a few thousand aliases of one long string make a small file megabytes long once read
+# (and saved with every run), so the text of every scalar read, aliases expanded, counts too.
 MAX_VALUES = 200_000
+MAX_EXPANDED_CHARS = 2_000_000
+# A recipe file (or --set value) longer than this is refused before it is parsed.
+MAX_DOCUMENT_CHARS = 4_000_000
 # Python's recursion limit would end deeper documents with a traceback; no recipe nests this deep.
 MAX_DEPTH = 100
 # Longer integers hit Python's int/str conversion limit (and no recipe needs them).
@@ -105,6 +110,25 @@ class _PlainLoader(yaml.SafeLoader):
     yaml_implicit_resolvers: dict = {}
 
 
+# libyaml composes the same node tree, with the same positions, ten times faster (it also
+# refuses documents nested more than 1,000 levels deep); PyYAML alone is the fallback.
+_FastLoader: type | None = None
+if getattr(yaml, "__with_libyaml__", False):
+    class _FastLoader(yaml.CSafeLoader):  # type: ignore[no-redef]
+        yaml_implicit_resolvers: dict = {}
+
+
+def _compose(text: str) -> yaml.Node | None:
+    if _FastLoader is not None:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate (from --set): PyYAML's reader names the character
+            pass
+        else:
+            return yaml.compose(text, Loader=_FastLoader)
+    return yaml.compose(text, Loader=_PlainLoader)
+
+
 def _loc(file: str, node: yaml.Node) -> Location:
     return Location(file, node.start_mark.line + 1, node.start_mark.column + 1)
 
@@ -120,6 +144,7 @@ class _Converter:
     def __init__(self, file: str):
         self.file = file
         self.count = 0
+        self.chars = 0  # the text of the scalars read so far, aliases expanded
         self.open: set[int] = set()  # the collection nodes being converted (recursive aliases)
         self.source = SourceMap()
 
@@ -154,7 +179,21 @@ class _Converter:
             return self._mapping(node, path)
         self.fail(node, path, "unsupported YAML node")  # pragma: no cover
 
+    def _alias_site(self, node: yaml.Node, path: Path_) -> Location:
+        """Where the value at ``path`` was written: an alias shares its anchor's node (and
+        position), so the nearest mapping key on the path says where the alias stands."""
+        for depth in range(len(path), 0, -1):
+            if path[:depth] in self.source.keys:
+                return self.source.keys[path[:depth]]
+        return _loc(self.file, node)
+
     def _scalar(self, node: yaml.ScalarNode, path: Path_) -> Any:
+        self.chars += len(node.value) + 1
+        if self.chars > MAX_EXPANDED_CHARS:
+            raise YamlProblem(RecipeIssue(
+                self._alias_site(node, path), format_path(path),
+                f"the document expands to more than {MAX_EXPANDED_CHARS:,} characters (aliases repeat the text "
+                f"of their anchor); a recipe never needs this much"))
         # Quoted and block scalars are strings; plain ones resolve the YAML 1.2 way.
         if node.style:
             return self._text(node, path)
@@ -190,8 +229,11 @@ class _Converter:
 
 def load_yaml_text(text: str, file: str) -> tuple[Any, SourceMap]:
     """Parse one YAML document; raise YamlProblem with a located message on any error."""
+    if len(text) > MAX_DOCUMENT_CHARS:
+        raise YamlProblem(RecipeIssue(Location(file), "", f"the document is {len(text):,} characters long; a "
+                                                          f"recipe is at most {MAX_DOCUMENT_CHARS:,}"))
     try:
-        node = yaml.compose(text, Loader=_PlainLoader)
+        node = _compose(text)
     except RecursionError:  # PyYAML composes nested collections recursively
         raise YamlProblem(RecipeIssue(Location(file), "", "the document is nested too deeply")) from None
     except yaml.MarkedYAMLError as exc:

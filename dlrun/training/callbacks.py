@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,21 @@ _DEFAULT_PATHS = {
 }
 
 
-# Callbacks that watch a metric (val_loss unless told otherwise).
-_MONITORING = {"EarlyStopping", "ModelCheckpoint", "ReduceLROnPlateau"}
+# What Keras fills into a ModelCheckpoint filepath besides the logged metrics.
+_EPOCH_FIELDS = {"epoch"}
+_BATCH_FIELDS = {"epoch", "batch"}  # saving every N batches (save_freq: N)
+# Callbacks that add the optimizer's rate to the epoch's logs.
+_LOGS_LEARNING_RATE = {"ReduceLROnPlateau", "LearningRateScheduler"}
+
+
+def _watches(spec: KerasObject) -> str | None:
+    """The metric a Keras callback watches (``monitor``, val_loss unless told otherwise), or None."""
+    from dlrun.recipe.catalog import catalog
+
+    entry = catalog()["callbacks"].get(spec.name)
+    if entry is None or "monitor" not in entry["args"]:
+        return None
+    return str(spec.args.get("monitor", "val_loss"))
 
 
 def build_callbacks(
@@ -33,44 +47,128 @@ def build_callbacks(
     ``model``: the compiled model, before any checkpoint is restored into it (a named
     learning-rate schedule starts from its optimizer's rate). ``cut_short()``: whether the
     epoch that ends was stopped mid-way by dlrun (a NaN loss); such an epoch reaches no callback."""
-    import keras
-
-    from dlrun.model import plugins
-
-    callbacks = []
-    for index, spec in enumerate(specs):
-        where = f"fit.callbacks[{index}] ({spec.name})"
-        plugins.import_plugins(spec.plugins)
-        args = dict(spec.args)
-        monitor = str(args.get("monitor", "val_loss"))
-        if spec.name in _MONITORING and monitor.startswith("val_") and not has_validation:
-            note(f"fit.callbacks[{index}] ({spec.name}) watches {monitor}, and this job has no validation data: left out")
-            continue
-        if spec.name in CALLBACK_PATH_ARGS:
-            key, default = _DEFAULT_PATHS.get(spec.name, (CALLBACK_PATH_ARGS[spec.name], spec.name.lower()))
-            if spec.name == "ModelCheckpoint" and args.get("save_weights_only"):
-                default = "checkpoints/best.weights.h5"  # Keras insists on this suffix for weights
-            text = str(args.get(key, default))
-            problem = path_problem(text, formatted=(spec.name, key) in FORMATTED_ARGS)
-            target = (run_dir / text).resolve()  # follows symlinks: a link inside pointing out is refused
-            if problem or not target.is_relative_to(run_dir.resolve()):
-                raise ModelBuildError(f"{where}: {key} must stay inside the run directory ({problem or 'it leads out'})")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            args[key] = str(target)
-        if spec.name == "LearningRateScheduler":  # a named schedule (dlrun.training.schedules)
-            callbacks.append(_scheduler(args, model, where))
-            continue
-        cls = getattr(keras.callbacks, spec.name, None)
-        if cls is None:  # a custom callback, from the recipe's plugins
-            callbacks.append(plugins.make("callback", spec.name, args, spec.plugins, where))
-            continue
-        try:
-            callbacks.append(cls(**args))
-        except Exception as exc:  # noqa: BLE001
-            raise ModelBuildError(f"{where}: {exc}") from exc
+    callbacks = [build_callback(index, spec, run_dir, has_validation=has_validation, note=note, model=model)
+                 for index, spec in enumerate(specs)]
+    callbacks = [callback for callback in callbacks if callback is not None]
     for callback in callbacks:
         _whole_epochs_only(callback, cut_short)
     return callbacks
+
+
+def build_callback(index: int, spec: KerasObject, run_dir: Path, *, has_validation: bool = True,
+                   note=lambda text: None, model=None):
+    """One recipe callback (None when it watches a val_ metric and the job has no validation)."""
+    from dlrun.model import plugins
+    from dlrun.model.keras_args import resolve_read_args
+    from dlrun.recipe.permissions import network_problem
+
+    where = f"fit.callbacks[{index}] ({spec.name})"
+    if network_problem(spec.name):  # the recipe loader refuses it first, located
+        raise ModelBuildError(f"{where}: {network_problem(spec.name)}")
+    plugins.import_plugins(spec.plugins)
+    args = dict(spec.args)
+    monitor = _watches(spec)
+    if monitor and monitor.startswith("val_") and not has_validation:
+        note(f"fit.callbacks[{index}] ({spec.name}) watches {monitor}, and this job has no validation data: left out")
+        return None
+    if spec.name in CALLBACK_PATH_ARGS:
+        key, default = _DEFAULT_PATHS.get(spec.name, (CALLBACK_PATH_ARGS[spec.name], spec.name.lower()))
+        if spec.name == "ModelCheckpoint" and args.get("save_weights_only"):
+            default = "checkpoints/best.weights.h5"  # Keras insists on this suffix for weights
+        text = str(args.get(key, default))
+        problem = path_problem(text, formatted=(spec.name, key) in FORMATTED_ARGS)
+        target = (run_dir / text).resolve()  # follows symlinks: a link inside pointing out is refused
+        if problem or not target.is_relative_to(run_dir.resolve()):
+            raise ModelBuildError(f"{where}: {key} must stay inside the run directory ({problem or 'it leads out'})")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        args[key] = str(target)
+    if spec.name == "LearningRateScheduler":  # a named schedule (dlrun.training.schedules)
+        return _scheduler(args, model, where)
+    cls = plugins.keras_class("callback", spec.name)
+    if cls is None:  # a custom callback, from the recipe's plugins
+        return plugins.make("callback", spec.name, resolve_read_args(spec.name, args, spec.base_dir), spec.plugins,
+                            where)
+    try:
+        return cls(**args)
+    except Exception as exc:  # noqa: BLE001
+        from dlrun.model.builder import first_line
+
+        raise ModelBuildError(f"{where}: {first_line(exc)}") from exc
+
+
+def check_callbacks(recipe, model, logged: list[str], has_validation: bool) -> None:
+    """The preflight's look at the recipe's callbacks, before a run exists: every ``monitor``
+    names a metric the compiled model logs, every field of a ModelCheckpoint ``filepath`` is one
+    Keras fills in, and Keras accepts every callback's arguments — each is built once, into a
+    folder thrown away. Raises a located RecipeError listing every problem."""
+    import tempfile
+
+    from dlrun.errors import RecipeError
+
+    issues = []
+    with tempfile.TemporaryDirectory(prefix="dlrun-preflight-") as scratch:
+        for index, spec in enumerate(recipe.fit.callbacks):
+            place = ("fit", "callbacks", index)
+            found = [(place + (spec.name,) + sub if sub and spec.args else place, message)
+                     for sub, message in _name_problems(recipe, spec, logged, has_validation)]
+            if not found:
+                try:
+                    _try_callback(index, spec, Path(scratch), model, has_validation)
+                except ModelBuildError as exc:  # in the recipe's terms: its own paths, not the scratch folder's
+                    text = str(exc).removeprefix(f"fit.callbacks[{index}] ({spec.name}): ")
+                    found = [(place, text.replace(str(Path(scratch).resolve()) + os.sep, ""))]
+            issues += [recipe.issue(where, message) for where, message in found]
+    if issues:
+        raise RecipeError(issues)
+
+
+def _try_callback(index: int, spec: KerasObject, scratch: Path, model, has_validation: bool) -> None:
+    """Build one callback as a job would, and let a watching one decide, as Keras does when
+    training begins, whether its metric should go up or down (``mode: auto`` on a metric whose
+    direction Keras cannot tell fails there, after the run started)."""
+    callback = build_callback(index, spec, scratch, has_validation=has_validation, model=model)
+    decide = getattr(callback, "_set_monitor_op", None)  # Keras' MonitorCallback (3.x)
+    if decide is None:
+        return
+    try:
+        callback.set_model(model)
+        decide()
+    except Exception as exc:  # noqa: BLE001 - Keras' own refusal, in its words
+        from dlrun.model.builder import first_line
+
+        raise ModelBuildError(first_line(exc)) from exc
+
+
+def _name_problems(recipe, spec: KerasObject, logged: list[str], has_validation: bool):
+    """``(argument path, problem)`` for names inside the callback's strings that the model never logs."""
+    from dlrun.errors import did_you_mean
+
+    monitor = _watches(spec)
+    if monitor is None or (monitor.startswith("val_") and not has_validation):
+        return  # not a watching callback, or one this job leaves out
+    curves = [*logged, *(f"val_{name}" for name in logged if has_validation)]
+    if any(other.name in _LOGS_LEARNING_RATE for other in recipe.fit.callbacks):
+        curves.append("learning_rate")
+    if monitor not in curves:
+        yield ("monitor",), (f"{spec.name} monitor '{monitor}' is not a metric this model logs"
+                             f"{did_you_mean(monitor, curves)} (it logs: {', '.join(curves)})")
+    path_key = CALLBACK_PATH_ARGS.get(spec.name)
+    if (spec.name, path_key) in FORMATTED_ARGS and isinstance(spec.args.get(path_key), str):
+        by_batch = isinstance(spec.args.get("save_freq"), int)  # batch logs: no val_ metrics
+        fields = _BATCH_FIELDS | set(logged) if by_batch else _EPOCH_FIELDS | set(curves)
+        for field in _format_fields(spec.args[path_key]):
+            if field not in fields:
+                yield (path_key,), (f"{spec.name} {path_key} has the field '{{{field}}}', which Keras cannot fill in"
+                                    f"{did_you_mean(field, fields)} (it fills in: {', '.join(sorted(fields))})")
+
+
+def _format_fields(text: str) -> list[str]:
+    import string
+
+    try:
+        return [field for _, field, _, _ in string.Formatter().parse(text) if field]
+    except ValueError:  # the recipe validator reports a malformed format string
+        return []
 
 
 def _whole_epochs_only(callback, cut_short) -> None:

@@ -70,16 +70,20 @@ def preflight(recipe: Recipe, ds: Dataset | StreamedDataset, split: Split, base_
               ) -> tuple[FittedPipeline | None, list[str]]:
     """Everything that can go wrong with the data and model, tried on a few rows before a
     run is created: transforms fitted on the training part, the model built and compiled,
-    one tiny batch evaluated, the fine-tune stage's layers found. Returns the fitted
-    pipeline (reused by the first job) and the names of the metrics the model logs."""
+    one tiny batch evaluated, the callbacks' metric names and arguments (each built once), the
+    fine-tune stage's layers found. Returns the fitted pipeline (reused by the first job) and
+    the names of the metrics the model logs."""
     import keras
 
     from dlrun.model.builder import check_data_fits
+    from dlrun.training.callbacks import check_callbacks
 
     pipeline, data = _preflight_data(recipe, ds, split)
     x_few, y_few = data.few()
     model, _ = _compiled_model(recipe, x_few, _build_context(pipeline, base_dir))
     names = check_data_fits(model, x_few, y_few)
+    has_validation = data.validation is not None if data.streamed else split.validation is not None
+    check_callbacks(recipe, model, names, has_validation)
     if recipe.fit.fine_tune is not None:
         start_fine_tuning(model, recipe)  # the named layers exist, the optimizer builds
     del model

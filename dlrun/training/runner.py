@@ -217,6 +217,7 @@ def _describe_run(run_dir, loaded: LoadedRecipe, dataset, command: list[str] | N
     run_dir.write_text("command.txt", " ".join(command or sys.argv) + "\n")
     run_dir.write_json("environment.json", {**environment_info(), "devices": _devices()})
     run_dir.write_json("data.json", dataset.info)
+    run_dir.write_json("inputs.json", loaded.inputs())  # every file the recipe reads (dlrun.recipe.reads)
 
 
 MIN_FREE_MB = 200  # a run needs room for its checkpoints, model and logs

@@ -23,17 +23,29 @@ def write_best_recipe(loaded, trial, study: str, spec, output: Path | None, outp
     import yaml
 
     from dlrun.recipe.loading import load_recipe
+    from dlrun.recipe.permissions import granted
 
     recipe = best_recipe(loaded, dict(trial.params))
     path = Path(output) if output else Path(output_root) / "tuning" / f"{loaded.recipe.name}-best.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     values = "\n".join(f"#   {k}: {v!r}" for k, v in trial.params.items())
+    # Its files lie beside the recipe it was tuned from (or where --set put them), outside its own
+    # folder: a run of it must allow them.
+    allowed = _folders_read(loaded)
+    flags = "".join(f"--allow-read {folder} " for folder in allowed)
     header = (f"# Best trial {trial.number} of study {study}: {spec.objective.metric} = {trial.value:.6g} "
               f"({spec.objective.resolved_direction}).\n# Tuned from {loaded.path} with:\n{values}\n"
-              f"#   dlrun train {path.name}\n")
+              f"#   dlrun train {flags}{path.name}\n")
     path.write_text(header + yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    load_recipe(path)  # what is written must load as is
+    with granted(read=allowed):
+        load_recipe(path)  # what is written must load as is
     return path.resolve()
+
+
+def _folders_read(loaded) -> list[Path]:
+    """The fewest folders that hold every file the recipe reads."""
+    folders = sorted({path if path.is_dir() else path.parent for _, _, path in loaded.reads})
+    return [f for f in folders if not any(f != other and f.is_relative_to(other) for other in folders)]
 
 
 def _fmt(value: Any) -> str:
