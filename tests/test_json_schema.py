@@ -231,9 +231,10 @@ def test_the_schema_accepts_what_validate_accepts(schema, tmp_path, text):
 
 # Where the schema and `dlrun validate` may disagree, and why. Everything else must agree.
 # - validate checks references across sections, which a schema cannot: graph wiring, the data
-#   arrays of a graph's inputs and outputs, a loss per output, search paths that must exist;
+#   arrays of a graph's inputs and outputs, a loss per output, search paths that must exist and
+#   the values a search may choose, each checked at the recipe place it is set at;
 _CROSS_REFERENCES = ("node", "shared layer", "model input", "model output", "output '", "no such recipe path",
-                     "not used by")
+                     "not used by", "does not fit the recipe")
 _NESTED_ARGUMENTS = ("layer", "backward_layer", "_regularizer", "_initializer", "_constraint", "learning_rate")
 
 

@@ -17,6 +17,9 @@ This module must never import tensorflow, keras or mlflow.
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 from typing import Any
 
 from dlrun.recipe.catalog import (NESTED_ARGS, RECIPE_LAYERS, REFUSED, WRAPPED_LAYER_ARGS, catalog, check_object,
@@ -85,14 +88,52 @@ def required_arguments(kind: str, name: str) -> list[str]:
     fills in itself, such as ModelCheckpoint's filepath), found by asking it."""
     table = _table(kind)
 
-    def problems(args: dict) -> int:
-        return sum(1 for _ in check_object(kind, table, {name: args}, ()))
+    def missing(args: dict) -> int:  # only "needs the argument" counts: a probe value may be out of range
+        return sum(1 for _, text, _ in check_object(kind, table, {name: args}, ()) if "needs the argument" in text)
 
-    without = problems({})
-    return [arg for arg in table[name].get("required", []) if problems({arg: 0}) < without]
+    without = missing({})
+    return [arg for arg in table[name].get("required", []) if missing({arg: 0}) < without]
+
+
+# The value rules ``dlrun validate`` applies (dlrun.recipe.arguments), one shared definition each.
+_RULE_DEFS: dict[str, dict] = {}
+
+
+def _rule_schema(rule) -> dict:
+    """A value rule as JSON Schema: its kinds, ranges and string choices."""
+    bounds: dict[str, float] = {}
+    if rule.low is not None:
+        bounds["exclusiveMinimum" if rule.low_open else "minimum"] = rule.low
+    if rule.high is not None:
+        bounds["exclusiveMaximum" if rule.high_open else "maximum"] = rule.high
+    plain = {"bool": {"type": "boolean"}, "null": {"type": "null"}, "mapping": {"type": "object"},
+             "int": {"type": "integer", **bounds}, "number": {"type": "number", **bounds},
+             "str": {"type": "string", **({"enum": list(rule.choices)} if rule.choices else {})},
+             "ints": {"type": "array", "items": {"type": "integer", **bounds}},
+             "list": {"type": "array", "items": {"anyOf": [{"not": {"type": "number"}}, {"type": "number", **bounds}]}}}
+    options = [plain[k] for k in ("int", "number", "bool", "str", "null", "ints", "list", "mapping") if k in rule.kinds]
+    schema = options[0] if len(options) == 1 else {"anyOf": options}
+    return {**schema, "errorMessage": f"must be {rule.describe()}"}
+
+
+def _with_rule(kind: str, owner: str, arg: str, schema: dict) -> dict:
+    from dlrun.recipe.arguments import rule_for
+
+    entry = _table(kind).get(owner)
+    rule = rule_for(owner, arg, entry) if entry is not None else None
+    if rule is None:
+        return schema
+    body = _rule_schema(rule)
+    key = "keras.value." + hashlib.sha1(json.dumps(body, sort_keys=True).encode()).hexdigest()[:10]
+    _RULE_DEFS[key] = body
+    return ref(key) if schema == ref("keras.argument") else {"allOf": [schema, ref(key)]}
 
 
 def _argument_schema(kind: str, owner: str, arg: str) -> dict:
+    return _with_rule(kind, owner, arg, _plain_argument_schema(kind, owner, arg))
+
+
+def _plain_argument_schema(kind: str, owner: str, arg: str) -> dict:
     if owner in RECIPE_LAYERS:
         return ref("keras.application") if (owner, arg) == ("Pretrained", "application") else ref("keras.argument")
     if arg in ACTIVATION_ARGS:
@@ -232,8 +273,10 @@ def keras_definitions() -> dict:
         "errorMessage": "this name takes no arguments; to pass arguments name its class "
                         "(e.g. SparseCategoricalAccuracy)",
     }}
+    _RULE_DEFS.clear()
     for kind in KINDS:
         _kind_definitions(kind, defs)
+    defs.update(sorted(_RULE_DEFS.items()))
     _learning_rate_scheduler(defs)
     activations = catalog()["activations"]
     defs["keras.activation"] = {"anyOf": [{"type": "string", "examples": activations}, {"not": {"type": "string"}}]}
