@@ -49,6 +49,19 @@ SeedOption = typer.Option(None, "--seed", help="Random seed (overrides the recip
 JsonOption = typer.Option(False, "--json", help="Print one JSON summary on stdout (progress goes to stderr).")
 QuietOption = typer.Option(False, "--quiet", "-q", help="Print nothing but errors and warnings (and --json).")
 DebugOption = typer.Option(False, "--debug", help="Show Python tracebacks on errors.")
+ExecutorOption = typer.Option(
+    "serial", "--executor", help="Where the jobs (K-fold's folds, tune's trials) run: serial (here, one by one), "
+                                 "local (worker processes on this host), ray, slurm.")
+WorkersOption = typer.Option(None, "--workers", min=1, help="Jobs at once; alone, N > 1 means --executor local.")
+GpusOption = typer.Option(None, "--gpus", metavar="0,1,…", help="local: the GPUs to deal out to workers "
+                                                              "(default: every visible one).")
+GpusPerJobOption = typer.Option(None, "--gpus-per-job", min=0, help="GPUs each job gets (default 1 where there are "
+                                                                    "GPUs; 0: train on the CPU).")
+RayAddressOption = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS", help="ray: the cluster to use "
+                                                                                 "(default: a local Ray for the run).")
+ExecutorProfileOption = typer.Option(None, "--executor-profile", metavar="YAML",
+                                     help="The executor's settings (configs/executors/slurm.yaml: partition, time, "
+                                          "GPUs, array parallelism); flags override them.")
 
 
 def _err(text: str) -> None:
@@ -113,8 +126,14 @@ def _load(recipe: Path, overrides: list[str]):
     return load_recipe(recipe, overrides)
 
 
+def _executor_options(executor: str, workers, gpus, gpus_per_job, ray_address, profile):
+    from dlrun.execution.options import ExecutorOptions
+
+    return ExecutorOptions(executor, workers, gpus, gpus_per_job, ray_address, profile)
+
+
 def _run(recipe: Optional[Path], overrides: list[str], output_root: Path, tracking_uri, json_out: bool, quiet: bool,
-         debug: bool, resume: Optional[str] = None, force: bool = False):
+         debug: bool, resume: Optional[str] = None, force: bool = False, executor_options=None):
     from dlrun.training.interrupts import install
 
     install()  # Ctrl-C and SIGTERM: stop training at a safe point, mark the run KILLED
@@ -122,14 +141,17 @@ def _run(recipe: Optional[Path], overrides: list[str], output_root: Path, tracki
         from dlrun.training.resume import load_for_run
 
         loaded, target = load_for_run(recipe, overrides, output_root, resume, force)
+        from dlrun.execution.options import executor_for
         from dlrun.report import make_reporter
         from dlrun.training.runner import run_recipe
 
-        reporter = make_reporter(quiet=quiet, json_mode=json_out)
-        summary = run_recipe(
-            loaded, output_root=output_root, tracking_uri=tracking_uri, reporter=reporter,
-            command=["dlrun", *sys.argv[1:]], resume=target,
-        )
+        store = tracking_uri or (target.status.get("tracking_uri") if target is not None else None)
+        with executor_for(executor_options, output_root=output_root, tracking_uri=store) as executor:
+            reporter = make_reporter(quiet=quiet, json_mode=json_out)
+            summary = run_recipe(
+                loaded, output_root=output_root, tracking_uri=tracking_uri, reporter=reporter,
+                command=["dlrun", *sys.argv[1:]], resume=target, executor=executor,
+            )
         if json_out:
             print(json_dumps(summary.to_dict()), flush=True)
 
@@ -149,13 +171,19 @@ def train(
     output_root: Path = OutputOption,
     tracking_uri: Optional[str] = TrackingOption,
     seed: Optional[int] = SeedOption,
+    executor: str = ExecutorOption,
+    workers: Optional[int] = WorkersOption,
+    gpus: Optional[str] = GpusOption,
+    gpus_per_job: Optional[int] = GpusPerJobOption,
+    ray_address: Optional[str] = RayAddressOption,
+    executor_profile: Optional[Path] = ExecutorProfileOption,
     json_out: bool = JsonOption,
     quiet: bool = QuietOption,
     debug: bool = DebugOption,
 ) -> None:
     """Train a recipe under its evaluation protocol (hold-out unless the recipe says otherwise)."""
     _run(recipe, [*(set_ or []), *_seed_override(seed)], output_root, tracking_uri, json_out, quiet, debug,
-         resume, force)
+         resume, force, _executor_options(executor, workers, gpus, gpus_per_job, ray_address, executor_profile))
 
 
 @app.command()
@@ -168,6 +196,12 @@ def kfold(
     output_root: Path = OutputOption,
     tracking_uri: Optional[str] = TrackingOption,
     seed: Optional[int] = SeedOption,
+    executor: str = ExecutorOption,
+    workers: Optional[int] = WorkersOption,
+    gpus: Optional[str] = GpusOption,
+    gpus_per_job: Optional[int] = GpusPerJobOption,
+    ray_address: Optional[str] = RayAddressOption,
+    executor_profile: Optional[Path] = ExecutorProfileOption,
     json_out: bool = JsonOption,
     quiet: bool = QuietOption,
     debug: bool = DebugOption,
@@ -176,7 +210,8 @@ def kfold(
     from dlrun.api import kfold_overrides
 
     overrides = kfold_overrides(set_ or [], k=k, repeats=repeats, refit=refit)
-    _run(recipe, [*overrides, *_seed_override(seed)], output_root, tracking_uri, json_out, quiet, debug)
+    _run(recipe, [*overrides, *_seed_override(seed)], output_root, tracking_uri, json_out, quiet, debug,
+         executor_options=_executor_options(executor, workers, gpus, gpus_per_job, ray_address, executor_profile))
 
 
 @app.command()
@@ -191,6 +226,15 @@ def tune(
     output_root: Path = OutputOption,
     tracking_uri: Optional[str] = TrackingOption,
     seed: Optional[int] = SeedOption,
+    executor: str = ExecutorOption,
+    workers: Optional[int] = WorkersOption,
+    gpus: Optional[str] = GpusOption,
+    gpus_per_job: Optional[int] = GpusPerJobOption,
+    ray_address: Optional[str] = RayAddressOption,
+    executor_profile: Optional[Path] = ExecutorProfileOption,
+    storage: Optional[str] = typer.Option(None, "--storage", metavar="URL",
+                                          help="The study's Optuna storage (default: SQLite under the output root; "
+                                               "across hosts an RDB URL, e.g. postgresql://host/optuna)."),
     json_out: bool = JsonOption,
     quiet: bool = QuietOption,
     debug: bool = DebugOption,
@@ -201,16 +245,20 @@ def tune(
     install()
     with _user_errors(debug, json_out):
         loaded = _load(recipe, [*(set_ or []), *_seed_override(seed)])
+        from dlrun.execution.options import executor_for
         from dlrun.report import make_reporter
         from dlrun.tuning.best import print_trials
         from dlrun.tuning.tune import tune as run_tune
 
-        reporter = make_reporter(quiet=quiet, json_mode=json_out)
-        try:
-            result = run_tune(loaded, output_root=output_root, tracking_uri=tracking_uri, reporter=reporter,
-                              trials=trials, minutes=minutes, output=output)
-        finally:
-            reporter.close()
+        options = _executor_options(executor, workers, gpus, gpus_per_job, ray_address, executor_profile)
+        with executor_for(options, output_root=output_root, tracking_uri=tracking_uri, tuning=True,
+                          storage=storage) as pool:
+            reporter = make_reporter(quiet=quiet, json_mode=json_out)
+            try:
+                result = run_tune(loaded, output_root=output_root, tracking_uri=tracking_uri, reporter=reporter,
+                                  trials=trials, minutes=minutes, output=output, executor=pool, storage=storage)
+            finally:
+                reporter.close()
         if json_out:
             print(json_dumps({"status": "OK", **result.to_dict()}), flush=True)
         elif not quiet:

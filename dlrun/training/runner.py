@@ -50,10 +50,12 @@ def run_recipe(
     command: list[str] | None = None,
     resume=None,
     tags: dict[str, str] | None = None,
+    executor=None,
 ) -> RunSummary:
     """Run ``loaded``; with ``resume`` (a :class:`dlrun.training.resume.ResumeTarget`) continue
     that run in its own directory and MLflow run, from its jobs' checkpoints. ``tags`` go on a new
-    MLflow run (``mlflow.parentRunId`` nests it: ``dlrun tune``'s trials)."""
+    MLflow run (``mlflow.parentRunId`` nests it: ``dlrun tune``'s trials). ``executor`` runs
+    K-fold's jobs (``dlrun.execution``; default: in this process, one after another)."""
     from dlrun.data.dataset import StreamedDataset
     from dlrun.data.sources import load_data
     from dlrun.data.splits import apply_test_split
@@ -102,7 +104,7 @@ def run_recipe(
                                  seed=recipe.seed, recipe_file=str(loaded.path), overrides=loaded.overrides)
             reporter.run_started({"protocol": summary.protocol, "recipe": recipe.name, "run_dir": summary.run_dir})
             ctx = ProtocolContext(recipe, dataset, splits, run_dir, tracker, tracked, reporter, first_pipeline,
-                                  loaded.base_dir, resume is not None)
+                                  loaded.base_dir, resume is not None, executor)
             summary.metrics = protocol.run(ctx)
             run_dir.write_json("summary.json", summary.metrics)
             _finish(summary, run_dir, tracked, "FINISHED", None)
