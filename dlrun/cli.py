@@ -145,8 +145,8 @@ def _run(recipe: Optional[Path], overrides: list[str], output_root: Path, tracki
         from dlrun.report import make_reporter
         from dlrun.training.runner import run_recipe
 
-        store = tracking_uri or (target.status.get("tracking_uri") if target is not None else None)
-        with executor_for(executor_options, output_root=output_root, tracking_uri=store) as executor:
+        with executor_for(executor_options, output_root=output_root, tracking_uri=tracking_uri,
+                          resume=target) as executor:
             reporter = make_reporter(quiet=quiet, json_mode=json_out)
             summary = run_recipe(
                 loaded, output_root=output_root, tracking_uri=tracking_uri, reporter=reporter,

@@ -84,7 +84,7 @@ def make_executor(options: ExecutorOptions, *, output_root: Path, tracking_uri: 
         from dlrun.execution.local import LocalExecutor
 
         gpus = parse_gpus(options.gpus if options.gpus is not None else _gpu_text(profile.get("gpus")))
-        return LocalExecutor(workers, gpus, 1 if gpus_per_job is None else gpus_per_job).start()
+        return LocalExecutor(workers, gpus, 1 if gpus_per_job is None else gpus_per_job)
     shared_ok = bool(profile.get("shared_filesystem"))
     if kind == "ray":
         from dlrun.execution.ray_tasks import RayExecutor, is_this_host
@@ -119,8 +119,11 @@ def _gpu_text(gpus) -> str | None:
 
 
 @contextmanager
-def executor_for(options: ExecutorOptions | None, **kwargs) -> Iterator[object]:
-    """:func:`make_executor`, closed (workers ended, a Ray started for the run shut down) after use."""
+def executor_for(options: ExecutorOptions | None, *, resume=None, **kwargs) -> Iterator[object]:
+    """:func:`make_executor`, closed (workers ended, a Ray started for the run shut down) after
+    use. A resumed run (``resume``, a ResumeTarget) is checked against the store it records."""
+    if resume is not None and not kwargs.get("tracking_uri"):
+        kwargs["tracking_uri"] = resume.status.get("tracking_uri")
     executor = make_executor(options, **kwargs) if options is not None else None
     try:
         yield executor

@@ -20,6 +20,9 @@ from dlrun.training.jobspec import JobOutcome, JobSpec, signal_cause
 
 
 def import_ray():
+    import os
+
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # each job's progress lines, not "repeated 2x"
     try:
         import ray
     except ImportError:

@@ -62,8 +62,8 @@ class SlurmExecutor:
     def close(self) -> None:
         pass
 
-    def _executor(self, output_root: str):
-        executor = self.submitit.AutoExecutor(folder=Path(output_root) / "slurm" / "%j", cluster=self.cluster)
+    def _executor(self, folder: Path):
+        executor = self.submitit.AutoExecutor(folder=folder / "%j", cluster=self.cluster)
         params = {PROFILE_PARAMETERS[k]: v for k, v in self.profile.items() if k in PROFILE_PARAMETERS and v is not None}
         params.setdefault("timeout_min", 60)  # submitit's local default is 2 minutes
         params.setdefault("name", "dlrun")
@@ -79,7 +79,12 @@ class SlurmExecutor:
         for spec in specs:
             spec.devices = {"gpus": None, "cpu_threads": self.profile.get("cpus_per_job")}  # Slurm sets the GPUs
             spec.write()
-        jobs = self._executor(specs[0].output_root).map_array(run_submitted, [str(spec.path) for spec in specs])
+        folder = Path(specs[0].output_root) / "slurm"
+        jobs = self._executor(folder).map_array(run_submitted, [str(spec.path) for spec in specs])
+        try:
+            (folder / "%j").rmdir()  # submitit makes the folder template itself; each job has its own
+        except OSError:
+            pass
         reporter.note(f"submitted {len(jobs)} job(s) to {self.cluster}: "
                       f"{', '.join(f'{s.name}={j.job_id}' for s, j in zip(specs, jobs))}")
         try:

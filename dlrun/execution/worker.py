@@ -89,7 +89,8 @@ def run_submitted(path: str) -> str:
 def run_job_process(path: str) -> int:
     """Run one job spec in a fresh worker process and wait for it; its exit status. A
     KeyboardInterrupt here (Ray's cancel) is forwarded as SIGTERM, once, and waited out."""
-    proc = subprocess.Popen([sys.executable, "-m", "dlrun.execution.worker", str(path)])
+    # Its progress goes to stderr: a launcher relays it there (stdout may be the parent's --json).
+    proc = subprocess.Popen([sys.executable, "-m", "dlrun.execution.worker", str(path)], stdout=sys.stderr.fileno())
     try:
         return proc.wait()
     except KeyboardInterrupt:

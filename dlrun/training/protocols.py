@@ -109,6 +109,8 @@ def run_baseline(ctx: ProtocolContext) -> dict[str, float]:
 
 def run_holdout(ctx: ProtocolContext) -> dict[str, float]:
     (split,) = ctx.splits
+    if getattr(ctx.executor, "name", "serial") != "serial":
+        ctx.reporter.note(f"a hold-out run is one job: it runs in this process, not on --executor {ctx.executor.name}")
     ctx.run_dir.write_json("splits.json", _split_record(ctx.splits, ctx.dataset))
     result = run_job(ctx.job_context(ctx.run_dir, ctx.tracked), split, pipeline=ctx.pipeline_for(split))
     summary = final_metrics(result)

@@ -67,6 +67,8 @@ def run_recipe(
 
     recipe = loaded.recipe
     reporter = reporter or Reporter()
+    if executor is not None and recipe.evaluation.protocol == "kfold" and hasattr(executor, "start"):
+        executor.start()  # local workers import TensorFlow while this process prepares the run
     configure_runtime(recipe.seed, recipe.deterministic)  # TensorFlow imported quietly, everything seeded
     output_root = Path(output_root).resolve()
     experiment = recipe.tracking.experiment or recipe.name

@@ -125,16 +125,18 @@ def _pruner(spec):
                                        n_warmup_steps=spec.pruning.warmup_steps)
 
 
-def make_sampler(spec, seed: int):
-    """The sampler, seeded per call (seed + trials so far: a resumed random search does not
-    replay the values it already tried)."""
+def make_sampler(spec, seed: int, stream: int = 0):
+    """The sampler. A grid is shuffled by ``seed`` alone: every call and every worker must see
+    one order, since Optuna hands out grid points by trial number. Random and TPE draws are
+    seeded with ``seed + stream`` (the trials so far, and a worker's own offset: a resumed or
+    parallel random search does not replay values already tried)."""
     import optuna
 
     if spec.sampler == "grid":
         return optuna.samplers.GridSampler({k: p.grid() for k, p in spec.space.items()}, seed=seed)
     if spec.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, len(spec.space) + 1)))
+        return optuna.samplers.RandomSampler(seed=seed + stream)
+    return optuna.samplers.TPESampler(seed=seed + stream, n_startup_trials=min(10, max(2, len(spec.space) + 1)))
 
 
 def suggest(trial, spec) -> dict:

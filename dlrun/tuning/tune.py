@@ -107,7 +107,7 @@ def tune(
     done = len(counted(study))
     remaining = max(0, total - done)
     limit = minutes if minutes is not None else spec.budget.minutes
-    study.sampler = make_sampler(spec, recipe.seed + len(study.trials))
+    study.sampler = make_sampler(spec, recipe.seed, len(study.trials))
     before = len(study.trials)
     started = time.perf_counter()
     status = "FINISHED"

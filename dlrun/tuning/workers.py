@@ -102,7 +102,7 @@ def run_tune_worker(spec, reporter) -> None:
         search = loaded.recipe.search
         configure_runtime(spec.seed, loaded.recipe.deterministic)
         study = load_shared_study(options["study"], options["storage"], search)
-        study.sampler = make_sampler(search, spec.seed + len(study.trials) + 7919 * options["worker"])
+        study.sampler = make_sampler(search, spec.seed, len(study.trials) + 7919 * options["worker"])
         tracker = Tracker.from_output_root(spec.output_root, spec.experiment, spec.tracking_uri)
         objective = Objective(loaded, search, output_root=Path(spec.output_root), tracking_uri=spec.tracking_uri,
                               reporter=reporter, parent_run_id=spec.parent_run_id, parent_tracker=tracker)
