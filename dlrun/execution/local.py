@@ -28,7 +28,8 @@ from dlrun.training.jobspec import JobOutcome, JobSpec, signal_cause
 class _Worker:
     def __init__(self, slot: dict):
         self.slot = slot
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"),
+               "DLRUN_PARENT_PID": str(os.getpid())}
         # Its own session: a Ctrl-C at the terminal reaches the parent only, which forwards it once.
         self.proc = subprocess.Popen([sys.executable, "-m", "dlrun.execution.worker", "--serve", json.dumps(slot)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, start_new_session=True)

@@ -68,6 +68,10 @@ class RayExecutor:
             self.connected = True
         return self
 
+    def start(self) -> "RayExecutor":
+        """Connect now (a local Ray starts while the parent prepares the run)."""
+        return self.connect()
+
     def nodes(self) -> int:
         return sum(1 for node in self.connect().ray.nodes() if node.get("Alive"))
 

@@ -59,6 +59,9 @@ class SlurmExecutor:
         return {"executor": self.name, "workers": self.workers or "as Slurm schedules", "cluster": self.cluster,
                 **{k: v for k, v in self.profile.items() if k in PROFILE_PARAMETERS}}
 
+    def start(self) -> "SlurmExecutor":
+        return self  # nothing to start before the jobs are submitted
+
     def close(self) -> None:
         pass
 

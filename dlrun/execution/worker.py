@@ -146,11 +146,25 @@ def _event_stream() -> Callable[[dict], None]:
     return emit
 
 
+def _follow_parent() -> None:
+    """Get SIGTERM when the parent dies, even by SIGKILL (Linux): stop at a safe point rather
+    than train on as an orphan."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if str(os.getppid()) != os.environ.get("DLRUN_PARENT_PID", str(os.getppid())):
+        os.kill(os.getpid(), signal.SIGTERM)  # it died before we asked
+
+
 def serve(devices: dict) -> int:
     from dlrun.training.interrupts import install
 
     emit = _event_stream()
     install()
+    _follow_parent()
     apply_devices(devices)
     _start_tensorflow(devices)
     # What a job imports, loaded while the parent still prepares the run (no job waits yet).
@@ -161,15 +175,18 @@ def serve(devices: dict) -> int:
 
     emit({"event": "ready", "pid": os.getpid()})
     code = 0
-    for line in sys.stdin:
-        path = line.strip()
-        if not path:
-            continue
-        status, error = _run_reported(path, EventReporter(emit))
-        emit({"event": "done", "job": path, "status": status, "error": error})
-        if status == "KILLED":
-            return 143 if "SIGTERM" in (error or "") else 130
-        code = code or (0 if status == "FINISHED" else 1)
+    try:
+        for line in sys.stdin:
+            path = line.strip()
+            if not path:
+                continue
+            status, error = _run_reported(path, EventReporter(emit))
+            emit({"event": "done", "job": path, "status": status, "error": error})
+            if status == "KILLED":
+                return 143 if "SIGTERM" in (error or "") else 130
+            code = code or (0 if status == "FINISHED" else 1)
+    except KeyboardInterrupt as exc:  # while waiting for a job: nothing to save
+        return 143 if getattr(exc, "signal_name", "") == "SIGTERM" else 130
     return code
 
 

@@ -39,6 +39,12 @@ class InProcess:
     def describe(self) -> dict:
         return {"executor": self.name, "workers": self.workers}
 
+    def start(self) -> "InProcess":
+        return self
+
+    def close(self) -> None:
+        pass
+
     def run(self, specs: list[JobSpec], in_process: Callable[[JobSpec], object], reporter=None) -> list[JobOutcome]:
         outcomes = []
         for spec in specs:
@@ -48,6 +54,17 @@ class InProcess:
 
 
 SERIAL = InProcess()
+
+
+def leave_gpus_to_jobs() -> None:
+    """A parent whose jobs run in other processes only tries the model on a few rows: it does
+    so on the CPU, so that its TensorFlow takes no GPU memory from the workers."""
+    import tensorflow as tf
+
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except (RuntimeError, ValueError):  # TensorFlow already set up its devices: leave them
+        pass
 
 
 def executor_of(ctx):

@@ -18,6 +18,7 @@ from dlrun.metric_direction import lower_is_better
 from dlrun.recipe.schema import Recipe
 from dlrun.training.fold_job import final_metrics, log_model
 from dlrun.training.job import JobContext, run_job
+from dlrun.training.kfold_jobs import record_executor, run_folds, run_refit
 
 
 def monitor_mode(recipe: Recipe, monitor: str) -> str:
@@ -165,8 +166,6 @@ def best_mean_epoch(histories: list[dict[str, list[float]]], monitor: str, mode:
 
 
 def run_kfold(ctx: ProtocolContext) -> dict[str, float]:
-    from dlrun.training.kfold_jobs import record_executor, run_folds, run_refit
-
     recipe, spec = ctx.recipe, ctx.recipe.evaluation
     ctx.run_dir.write_json("splits.json", _split_record(ctx.splits, ctx.dataset))
     if ctx.tracked is not None:

@@ -67,9 +67,14 @@ def run_recipe(
 
     recipe = loaded.recipe
     reporter = reporter or Reporter()
-    if executor is not None and recipe.evaluation.protocol == "kfold" and hasattr(executor, "start"):
-        executor.start()  # local workers import TensorFlow while this process prepares the run
+    jobs_elsewhere = executor is not None and recipe.evaluation.protocol == "kfold"
+    if jobs_elsewhere:
+        executor.start()  # its workers start (import TensorFlow) while this process prepares the run
     configure_runtime(recipe.seed, recipe.deterministic)  # TensorFlow imported quietly, everything seeded
+    if jobs_elsewhere:
+        from dlrun.training.kfold_jobs import leave_gpus_to_jobs
+
+        leave_gpus_to_jobs()
     output_root = Path(output_root).resolve()
     experiment = recipe.tracking.experiment or recipe.name
 
