@@ -165,7 +165,8 @@ def tune_sides(args, work: Path) -> dict:
         print(f"  {name:28s} {rate:5.2f} trials/min  ratio {rate / base:.2f}  "
               f"[{', '.join(f'{t:.1f}' for t in times[name])} s]")
     speedup = statistics.median(runs[f"dlrun tune --workers {args.workers}"]) / base
-    print(f"  goal: ≥ 1.6× the trials per minute of serial: {speedup:.2f}× ({'met' if speedup >= 1.6 else 'not met'})")
+    verdict = "met" if speedup >= 1.6 else "not met"
+    print(f"  goal: ≥ 1.6× the trials per minute of serial: {speedup:.2f}× ({verdict})")
     return {"times": times, "trials_per_minute": runs}
 
 

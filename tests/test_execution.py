@@ -319,3 +319,19 @@ def test_a_missing_extra_names_its_pip_install(tmp_path, monkeypatch):
         make_executor(ExecutorOptions("ray"), output_root=tmp_path, tracking_uri=None)
     with pytest.raises(UsageError, match=r"pip install 'dlrun\[slurm\]'"):
         make_executor(ExecutorOptions("slurm"), output_root=tmp_path, tracking_uri=None)
+
+
+def test_a_job_spec_round_trips_and_only_known_kinds_run(tmp_path):
+    from dlrun.errors import UsageError
+    from dlrun.execution.worker import JOB_KINDS
+    from dlrun.training.jobspec import KINDS, JobSpec, signal_cause
+
+    assert set(JOB_KINDS) == set(KINDS)
+    spec = JobSpec(kind="fold", name="fold_1", job_dir=str(tmp_path / "fold_1"), recipe={"name": "x"}, base_dir=None,
+                   output_root=str(tmp_path), tracking_uri=None, experiment="x", seed=1, devices={"gpus": ["1"]})
+    assert JobSpec.read(spec.write()) == spec and JobSpec.read(tmp_path / "fold_1") == spec
+    (tmp_path / "bad.json").write_text('{"kind": "shell", "name": "x", "command": "rm -rf /"}')
+    with pytest.raises(UsageError, match="not a job spec this dlrun runs"):
+        JobSpec.read(tmp_path / "bad.json")
+    assert signal_cause(-signal.SIGKILL) == "worker killed by SIGKILL"
+    assert signal_cause(137) == "worker killed by SIGKILL" and signal_cause(1) == "worker exited with code 1"

@@ -67,7 +67,8 @@ class SlurmExecutor:
 
     def _executor(self, folder: Path):
         executor = self.submitit.AutoExecutor(folder=folder / "%j", cluster=self.cluster)
-        params = {PROFILE_PARAMETERS[k]: v for k, v in self.profile.items() if k in PROFILE_PARAMETERS and v is not None}
+        params = {PROFILE_PARAMETERS[k]: v for k, v in self.profile.items()
+                  if k in PROFILE_PARAMETERS and v is not None}
         params.setdefault("timeout_min", 60)  # submitit's local default is 2 minutes
         params.setdefault("name", "dlrun")
         if self.cluster != "slurm":  # submitit's other executors take only their own parameters

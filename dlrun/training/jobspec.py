@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import Any
 
 JOB_FILE = "job.json"
-JOB_KINDS = ("fold", "refit", "tune-worker")
+KINDS = ("fold", "refit", "tune-worker")  # the worker maps each to its function (execution.worker.JOB_KINDS)
 
 
 @dataclass
 class JobSpec:
-    kind: str  # one of JOB_KINDS
+    kind: str  # one of KINDS
     name: str  # fold_1, r2_fold_3, final, worker_1
     job_dir: str  # absolute; the job writes here and nowhere else (besides MLflow)
     recipe: dict[str, Any]  # the resolved recipe, as the run saved it
@@ -77,7 +77,7 @@ class JobSpec:
             raise UsageError(f"cannot read the job spec {path}: {exc}") from None
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
-        if unknown or data.get("kind") not in JOB_KINDS:
+        if unknown or data.get("kind") not in KINDS:
             raise UsageError(f"{path} is not a job spec this dlrun runs (kind {data.get('kind')!r}"
                              + (f", unknown keys {', '.join(unknown)}" if unknown else "") + ")")
         return cls(**data)

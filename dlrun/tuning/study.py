@@ -58,10 +58,10 @@ def open_study(loaded: LoadedRecipe, output_root: Path, storage: str | None = No
     recipe, spec = loaded.recipe, loaded.recipe.search
     name, digest = study_identity(loaded)
     storage = storage or storage_url(output_root, recipe.name)
-    summaries = {s.study_name: s for s in optuna.get_all_study_summaries(shared_storage(storage),
-                                                                          include_best_trial=False)}
+    backend = shared_storage(storage)
+    summaries = {s.study_name: s for s in optuna.get_all_study_summaries(backend, include_best_trial=False)}
     study = optuna.create_study(
-        storage=shared_storage(storage), study_name=name, load_if_exists=True, direction=spec.objective.resolved_direction,
+        storage=backend, study_name=name, load_if_exists=True, direction=spec.objective.resolved_direction,
         pruner=_pruner(spec),
     )
     if name in summaries:
