@@ -42,16 +42,20 @@ def train(
     recipe: str | Path | None, overrides: Iterable[str] = (), *, output_root: str | Path = "artifacts",
     tracking_uri: str | None = None, reporter=None, resume: str | None = None, force: bool = False,
     allow_read: Iterable[str | Path] = (), allow_network: bool = False,
+    executor: str = "serial", workers: int | None = None, gpus: str | None = None, gpus_per_job: int | None = None,
+    ray_address: str | None = None, executor_profile: str | Path | None = None,
 ):
     """Run a recipe under its own protocol; returns a :class:`dlrun.training.runner.RunSummary`.
 
     ``resume``: a run directory or MLflow run id to continue from its checkpoints (``recipe``
     may then be None: the run's own recipe file); ``force`` accepts a changed recipe.
-    ``allow_read``/``allow_network``: the command line's ``--allow-read``/``--allow-network``."""
+    ``allow_read``/``allow_network``: the command line's ``--allow-read``/``--allow-network``.
+    ``executor`` (serial, local, ray, slurm), ``workers``, ``gpus`` ("0,1"), ``gpus_per_job``,
+    ``ray_address`` and ``executor_profile``: where K-fold's folds run, as on the command line."""
+    from dlrun.execution.options import ExecutorOptions, executor_for
     from dlrun.recipe.permissions import granted
-    from dlrun.training.runner import run_recipe
-
     from dlrun.training.resume import load_for_run
+    from dlrun.training.runner import run_recipe
 
     overrides = list(overrides)
     with granted(network=allow_network, read=allow_read):
@@ -59,8 +63,11 @@ def train(
                                       force)
         command = ["dlrun.train", *([str(recipe)] if recipe is not None else []), *overrides,
                    *(["--resume", str(resume)] if resume is not None else [])]
-        return run_recipe(loaded, output_root=Path(output_root), tracking_uri=tracking_uri, reporter=reporter,
-                          command=command, resume=target)
+        options = ExecutorOptions(executor, workers, gpus, gpus_per_job, ray_address,
+                                  None if executor_profile is None else Path(executor_profile))
+        with executor_for(options, output_root=Path(output_root), tracking_uri=tracking_uri, resume=target) as pool:
+            return run_recipe(loaded, output_root=Path(output_root), tracking_uri=tracking_uri, reporter=reporter,
+                              command=command, resume=target, executor=pool)
 
 
 def kfold(

@@ -57,6 +57,19 @@ AllowReadOption = typer.Option(
 )
 AllowNetworkOption = typer.Option(False, "--allow-network", help="Let the recipe's callbacks reach the network "
                                                                   "(RemoteMonitor).")
+ExecutorOption = typer.Option(
+    "serial", "--executor", help="Where the jobs (K-fold's folds, tune's trials) run: serial (here, one by one), "
+                                 "local (worker processes on this host), ray, slurm.")
+WorkersOption = typer.Option(None, "--workers", min=1, help="Jobs at once; alone, N > 1 means --executor local.")
+GpusOption = typer.Option(None, "--gpus", metavar="0,1,…", help="local: the GPUs to deal out to workers "
+                                                              "(default: every visible one).")
+GpusPerJobOption = typer.Option(None, "--gpus-per-job", min=0, help="GPUs each job gets (default 1 where there are "
+                                                                    "GPUs; 0: train on the CPU).")
+RayAddressOption = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS", help="ray: the cluster to use "
+                                                                                 "(default: a local Ray for the run).")
+ExecutorProfileOption = typer.Option(None, "--executor-profile", metavar="YAML",
+                                     help="The executor's settings (configs/executors/slurm.yaml: partition, time, "
+                                          "GPUs, array parallelism); flags override them.")
 
 
 def _err(text: str) -> None:
@@ -122,9 +135,15 @@ def _load(recipe: Path, overrides: list[str]):
     return load_recipe(recipe, overrides)
 
 
+def _executor_options(executor: str, workers, gpus, gpus_per_job, ray_address, profile):
+    from dlrun.execution.options import ExecutorOptions
+
+    return ExecutorOptions(executor, workers, gpus, gpus_per_job, ray_address, profile)
+
+
 def _run(recipe: Optional[Path], overrides: list[str], output_root: Path, tracking_uri, json_out: bool, quiet: bool,
          debug: bool, resume: Optional[str] = None, force: bool = False, register: Optional[str] = None,
-         allow_read=None, allow_network=False):
+         allow_read=None, allow_network=False, executor_options=None):
     from dlrun.recipe.permissions import granted
     from dlrun.training.interrupts import install
 
@@ -135,14 +154,17 @@ def _run(recipe: Optional[Path], overrides: list[str], output_root: Path, tracki
         loaded, target = load_for_run(recipe, overrides, output_root, resume, force)
         if register:
             _check_register(loaded.recipe)
+        from dlrun.execution.options import executor_for
         from dlrun.report import make_reporter
         from dlrun.training.runner import run_recipe
 
-        reporter = make_reporter(quiet=quiet, json_mode=json_out)
-        summary = run_recipe(
-            loaded, output_root=output_root, tracking_uri=tracking_uri, reporter=reporter,
-            command=["dlrun", *sys.argv[1:]], resume=target,
-        )
+        with executor_for(executor_options, output_root=output_root, tracking_uri=tracking_uri,
+                          resume=target) as executor:
+            reporter = make_reporter(quiet=quiet, json_mode=json_out)
+            summary = run_recipe(
+                loaded, output_root=output_root, tracking_uri=tracking_uri, reporter=reporter,
+                command=["dlrun", *sys.argv[1:]], resume=target, executor=executor,
+            )
         registered = _register(summary, register, quiet or json_out) if register else None
         if json_out:
             print_json({**summary.to_dict(), **({"registered": registered} if register else {})})
@@ -190,6 +212,12 @@ def train(
     tracking_uri: Optional[str] = TrackingOption,
     seed: Optional[int] = SeedOption,
     register: Optional[str] = RegisterOption,
+    executor: str = ExecutorOption,
+    workers: Optional[int] = WorkersOption,
+    gpus: Optional[str] = GpusOption,
+    gpus_per_job: Optional[int] = GpusPerJobOption,
+    ray_address: Optional[str] = RayAddressOption,
+    executor_profile: Optional[Path] = ExecutorProfileOption,
     json_out: bool = JsonOption,
     quiet: bool = QuietOption,
     debug: bool = DebugOption,
@@ -198,7 +226,8 @@ def train(
 ) -> None:
     """Train a recipe under its evaluation protocol (hold-out unless the recipe says otherwise)."""
     _run(recipe, [*(set_ or []), *_seed_override(seed)], output_root, tracking_uri, json_out, quiet, debug,
-         resume, force, register, allow_read, allow_network)
+         resume, force, register, allow_read, allow_network,
+         _executor_options(executor, workers, gpus, gpus_per_job, ray_address, executor_profile))
 
 
 @app.command()
@@ -212,6 +241,12 @@ def kfold(
     tracking_uri: Optional[str] = TrackingOption,
     seed: Optional[int] = SeedOption,
     register: Optional[str] = RegisterOption,
+    executor: str = ExecutorOption,
+    workers: Optional[int] = WorkersOption,
+    gpus: Optional[str] = GpusOption,
+    gpus_per_job: Optional[int] = GpusPerJobOption,
+    ray_address: Optional[str] = RayAddressOption,
+    executor_profile: Optional[Path] = ExecutorProfileOption,
     json_out: bool = JsonOption,
     quiet: bool = QuietOption,
     debug: bool = DebugOption,
@@ -223,7 +258,8 @@ def kfold(
 
     overrides = kfold_overrides(set_ or [], k=k, repeats=repeats, refit=refit)
     _run(recipe, [*overrides, *_seed_override(seed)], output_root, tracking_uri, json_out, quiet, debug,
-         register=register, allow_read=allow_read, allow_network=allow_network)
+         register=register, allow_read=allow_read, allow_network=allow_network,
+         executor_options=_executor_options(executor, workers, gpus, gpus_per_job, ray_address, executor_profile))
 
 
 @app.command()
@@ -238,6 +274,15 @@ def tune(
     output_root: Path = OutputOption,
     tracking_uri: Optional[str] = TrackingOption,
     seed: Optional[int] = SeedOption,
+    executor: str = ExecutorOption,
+    workers: Optional[int] = WorkersOption,
+    gpus: Optional[str] = GpusOption,
+    gpus_per_job: Optional[int] = GpusPerJobOption,
+    ray_address: Optional[str] = RayAddressOption,
+    executor_profile: Optional[Path] = ExecutorProfileOption,
+    storage: Optional[str] = typer.Option(None, "--storage", metavar="URL",
+                                          help="The study's Optuna storage (default: SQLite under the output root; "
+                                               "across hosts an RDB URL, e.g. postgresql://host/optuna)."),
     json_out: bool = JsonOption,
     quiet: bool = QuietOption,
     debug: bool = DebugOption,
@@ -251,16 +296,20 @@ def tune(
     install()
     with _user_errors(debug, json_out), granted(network=allow_network, read=allow_read or ()):
         loaded = _load(recipe, [*(set_ or []), *_seed_override(seed)])
+        from dlrun.execution.options import executor_for
         from dlrun.report import make_reporter
         from dlrun.tuning.best import print_trials
         from dlrun.tuning.tune import tune as run_tune
 
-        reporter = make_reporter(quiet=quiet, json_mode=json_out)
-        try:
-            result = run_tune(loaded, output_root=output_root, tracking_uri=tracking_uri, reporter=reporter,
-                              trials=trials, minutes=minutes, output=output)
-        finally:
-            reporter.close()
+        options = _executor_options(executor, workers, gpus, gpus_per_job, ray_address, executor_profile)
+        with executor_for(options, output_root=output_root, tracking_uri=tracking_uri, tuning=True,
+                          storage=storage) as pool:
+            reporter = make_reporter(quiet=quiet, json_mode=json_out)
+            try:
+                result = run_tune(loaded, output_root=output_root, tracking_uri=tracking_uri, reporter=reporter,
+                                  trials=trials, minutes=minutes, output=output, executor=pool, storage=storage)
+            finally:
+                reporter.close()
         if json_out:
             print_json({"status": "OK", **result.to_dict()})
         elif not quiet:

@@ -16,10 +16,9 @@ from dlrun.data.splits import Split, holdout_split, kfold_splits, resolve_strati
 from dlrun.errors import UsageError, did_you_mean
 from dlrun.metric_direction import lower_is_better
 from dlrun.recipe.schema import Recipe
-from dlrun.track.rundir import log_run_files
-from dlrun.training.interrupts import begin_ending
-from dlrun.training.job import JobContext, JobResult, run_job
-
+from dlrun.training.fold_job import final_metrics, log_model
+from dlrun.training.job import JobContext, run_job
+from dlrun.training.kfold_jobs import record_executor, run_folds, run_refit
 
 
 def monitor_mode(recipe: Recipe, monitor: str) -> str:
@@ -56,27 +55,13 @@ class ProtocolContext:
     first_pipeline: Any = None  # fitted on splits[0] by the preflight; reused by its job
     base_dir: Any = None  # the recipe's folder
     resume: bool = False  # continue each job from its checkpoint; keep finished folds
+    executor: Any = None  # where K-fold's jobs run (dlrun.execution); None: in this process, one by one
 
     def job_context(self, run_dir, tracked) -> JobContext:
         return JobContext(self.recipe, self.dataset, run_dir, tracked, self.reporter, self.base_dir, self.resume)
 
     def pipeline_for(self, split: Split):
         return self.first_pipeline if split is self.splits[0] else None
-
-
-def final_metrics(result: JobResult) -> dict[str, float]:
-    """End-of-run evaluations, renamed where they would collide with a per-epoch curve
-    (``val_loss`` at the end → ``final_val_loss``; MLflow keeps one history per name)."""
-    return {f"final_{k}" if k in result.history else k: v for k, v in result.metrics.items()}
-
-
-def _log_model(tracked, run_dir, model) -> None:
-    """Log a job's model to MLflow when the job saved one (``tracking.log_model``): its serving
-    model, the run's preprocessing inside, so it takes raw inputs (see dlrun.inference.serving_mlflow)."""
-    if tracked is not None and model is not None and run_dir.file("model.keras").exists():
-        from dlrun.inference.serving_mlflow import log_serving_model
-
-        log_serving_model(tracked, run_dir.path, model)
 
 
 def _best_epoch(curve: list[float] | None, monitor: str, mode: str = "min") -> dict[str, float]:
@@ -125,6 +110,8 @@ def run_baseline(ctx: ProtocolContext) -> dict[str, float]:
 
 def run_holdout(ctx: ProtocolContext) -> dict[str, float]:
     (split,) = ctx.splits
+    if getattr(ctx.executor, "name", "serial") != "serial":
+        ctx.reporter.note(f"a hold-out run is one job: it runs in this process, not on --executor {ctx.executor.name}")
     ctx.run_dir.write_json("splits.json", _split_record(ctx.splits, ctx.dataset))
     result = run_job(ctx.job_context(ctx.run_dir, ctx.tracked), split, pipeline=ctx.pipeline_for(split))
     summary = final_metrics(result)
@@ -133,7 +120,7 @@ def run_holdout(ctx: ProtocolContext) -> dict[str, float]:
     summary["epochs_run"] = result.epochs_run
     if ctx.tracked is not None:
         ctx.tracked.log_metrics(summary)
-        _log_model(ctx.tracked, ctx.run_dir, result.model)
+        log_model(ctx.tracked, ctx.run_dir, result.model)
     return summary
 
 
@@ -185,10 +172,8 @@ def run_kfold(ctx: ProtocolContext) -> dict[str, float]:
         stratified = resolve_stratify(spec.stratify, ctx.dataset.y_train, recipe.compile.loss_names)
         ctx.tracked.set_tags({"dlrun.folds": str(len(ctx.splits)), "dlrun.stratified": str(stratified).lower()})
 
-    results: list[JobResult] = []
-    for split in ctx.splits:
-        results.append(_run_fold(ctx, split))
-        _clear_session()
+    record_executor(ctx)
+    results = run_folds(ctx)  # read back from the fold directories that finished
 
     summary: dict[str, float] = {}
     for key in results[0].metrics:
@@ -205,7 +190,8 @@ def run_kfold(ctx: ProtocolContext) -> dict[str, float]:
         for epoch in range(max(len(v) for v in mean.values())):
             ctx.tracked.log_epoch({f"cv_mean_{k}": v[epoch] for k, v in mean.items() if epoch < len(v)}, step=epoch + 1)
     if spec.refit and "best_epoch" in best:
-        summary.update(_refit(ctx, int(best["best_epoch"])))
+        epochs = int(best["best_epoch"])
+        summary.update({**run_refit(ctx, epochs).metrics, "refit_epochs": epochs})
     if ctx.tracked is not None:
         ctx.tracked.log_metrics(summary)
     return summary
@@ -221,82 +207,6 @@ def _plot_kfold(ctx: ProtocolContext, mean: dict, std: dict, best_epoch: int | N
         title=f"{ctx.recipe.name} — {len(ctx.splits)}-fold validation",
         best_epoch=best_epoch,
     )
-
-
-def _finished_fold(fold_dir, split: Split) -> JobResult | None:
-    """A fold a resumed run finished before: its results, read back from its directory."""
-    try:
-        if fold_dir.read_status().get("status") != "FINISHED":
-            return None
-        history = fold_dir.read_history()
-        return JobResult(split.name, history, fold_dir.read_json("metrics.json"),
-                         len(next(iter(history.values()), [])))
-    except (OSError, ValueError):
-        return None
-
-
-def _run_fold(ctx: ProtocolContext, split: Split) -> JobResult:
-    fold_dir = ctx.run_dir.child(f"folds/{split.name}")
-    earlier_id = None
-    if ctx.resume:
-        finished = _finished_fold(fold_dir, split)
-        if finished is not None:
-            ctx.reporter.note(f"{split.name}: finished before the interruption, kept")
-            return finished
-        earlier_id = fold_dir.read_status().get("mlflow_run_id") if fold_dir.file("run.json").exists() else None
-    child = None
-    if ctx.tracker is not None and earlier_id:
-        child = ctx.tracker.reopen_run(earlier_id)
-    elif ctx.tracker is not None:
-        child = ctx.tracker.start_run(
-            run_name=f"{ctx.recipe.name}-{split.name}", tags={"dlrun.fold": split.name}, parent=ctx.tracked
-        )
-    fold_dir.write_status("RUNNING", mlflow_run_id=getattr(child, "run_id", None))
-    try:
-        result = run_job(ctx.job_context(fold_dir, child), split, evaluate_test=False,
-                         pipeline=ctx.pipeline_for(split))
-        fold_dir.write_status("FINISHED", error=None)
-        if child is not None:
-            child.log_metrics(final_metrics(result))
-            _log_model(child, fold_dir, result.model)
-            log_run_files(child, fold_dir.path)
-    except KeyboardInterrupt as exc:
-        begin_ending()  # the run ends: a further signal must not leave the fold's run RUNNING
-        _end(child, fold_dir, "KILLED", f"interrupted ({', then '.join(getattr(exc, 'signals', ['SIGINT']))})")
-        raise
-    except BaseException as exc:
-        begin_ending()
-        _end(child, fold_dir, getattr(exc, "run_status", "FAILED"), f"{type(exc).__name__}: {exc}")
-        raise
-    if child is not None:
-        child.end("FINISHED")
-    result.model = None  # k × repeats models need not stay in memory
-    return result
-
-
-def _refit(ctx: ProtocolContext, epochs: int) -> dict[str, float]:
-    """Train on all training data for the best averaged epoch, evaluate on the test split
-    (the book's Listing 3.31); its model is the run's model."""
-    split = Split("final", np.arange(len(ctx.dataset.y_train)), None)
-    final_dir = ctx.run_dir.child("final")
-    ctx.reporter.note(f"refit on all {len(split.train)} training samples for {epochs} epochs")
-    result = run_job(ctx.job_context(final_dir, None), split, epochs=epochs)
-    if ctx.tracked is not None:
-        ctx.tracked.log_artifacts(final_dir.path, "final")
-        _log_model(ctx.tracked, final_dir, result.model)
-    return {**result.metrics, "refit_epochs": epochs}
-
-
-def _end(tracked, run_dir, status: str, error: str | None) -> None:
-    run_dir.write_status(status, error=error)
-    if tracked is not None:
-        tracked.end(status, error)
-
-
-def _clear_session() -> None:
-    import keras
-
-    keras.backend.clear_session()  # a fresh graph per fold keeps memory flat
 
 
 @dataclass(frozen=True)

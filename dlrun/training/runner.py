@@ -74,10 +74,12 @@ def run_recipe(
     command: list[str] | None = None,
     resume=None,
     tags: dict[str, str] | None = None,
+    executor=None,
 ) -> RunSummary:
     """Run ``loaded``; with ``resume`` (a :class:`dlrun.training.resume.ResumeTarget`) continue
     that run in its own directory and MLflow run, from its jobs' checkpoints. ``tags`` go on a new
-    MLflow run (``mlflow.parentRunId`` nests it: ``dlrun tune``'s trials)."""
+    MLflow run (``mlflow.parentRunId`` nests it: ``dlrun tune``'s trials). ``executor`` runs
+    K-fold's jobs (``dlrun.execution``; default: in this process, one after another)."""
     from dlrun.data.dataset import StreamedDataset
     from dlrun.data.sources import load_data
     from dlrun.data.splits import apply_test_split
@@ -91,7 +93,14 @@ def run_recipe(
 
     recipe = loaded.recipe
     reporter = reporter or Reporter()
+    jobs_elsewhere = executor is not None and recipe.evaluation.protocol == "kfold"
+    if jobs_elsewhere:
+        executor.start()  # its workers start (import TensorFlow) while this process prepares the run
     configure_runtime(recipe.seed, recipe.deterministic)  # TensorFlow imported quietly, everything seeded
+    if jobs_elsewhere:
+        from dlrun.training.kfold_jobs import leave_gpus_to_jobs
+
+        leave_gpus_to_jobs()
     output_root = Path(output_root).resolve()
     experiment = recipe.tracking.experiment or recipe.name
 
@@ -121,7 +130,7 @@ def run_recipe(
             if resume is not None:
                 recheck_resume(resume)  # another process may have run it meanwhile
             tracker.notify_outage(offline_notice(run_dir, reporter.warn))
-            run = _Run(loaded, summary, run_dir, tracker, reporter, command, resume, tags)
+            run = _Run(loaded, summary, run_dir, tracker, reporter, command, resume, tags, executor)
             run.execute(protocol, dataset, splits, first_pipeline)
     except KeyboardInterrupt:  # in the instant before the run began: leave no empty run directory
         if resume is None and not run_dir.file("run.json").exists():
@@ -151,9 +160,10 @@ class _Run:
     """One run from its directory to its one final state, however signals arrive."""
 
     def __init__(self, loaded: LoadedRecipe, summary: RunSummary, run_dir, tracker, reporter, command, resume,
-                 tags):
+                 tags, executor=None):
         self.loaded, self.summary, self.run_dir, self.tracker = loaded, summary, run_dir, tracker
         self.reporter, self.command, self.resume, self.tags = reporter, command, resume, tags
+        self.executor = executor
         self.tracked = None
 
     def execute(self, protocol, dataset, splits, first_pipeline) -> None:
@@ -204,7 +214,7 @@ class _Run:
                              seed=recipe.seed, recipe_file=str(loaded.path), overrides=loaded.overrides)
         self.reporter.run_started({"protocol": summary.protocol, "recipe": recipe.name, "run_dir": summary.run_dir})
         ctx = ProtocolContext(recipe, dataset, splits, run_dir, self.tracker, self.tracked, self.reporter,
-                              first_pipeline, loaded.base_dir, self.resume is not None)
+                              first_pipeline, loaded.base_dir, self.resume is not None, self.executor)
         summary.metrics = protocol.run(ctx)
         run_dir.write_json("summary.json", summary.metrics)
 

@@ -50,20 +50,22 @@ def counted(study) -> list:
             if t.state.name in FINISHED_STATES and not t.user_attrs.get("interrupted")]
 
 
-def open_study(loaded: LoadedRecipe, output_root: Path) -> OpenedStudy:
+def open_study(loaded: LoadedRecipe, output_root: Path, storage: str | None = None) -> OpenedStudy:
+    """The search's study in ``storage`` (default: SQLite under ``<output_root>/tuning/``)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # dlrun says what happened
     recipe, spec = loaded.recipe, loaded.recipe.search
     name, digest = study_identity(loaded)
-    storage = storage_url(output_root, recipe.name)
-    summaries = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    storage = storage or storage_url(output_root, recipe.name)
+    backend = shared_storage(storage)
+    summaries = {s.study_name: s for s in optuna.get_all_study_summaries(backend, include_best_trial=False)}
     study = optuna.create_study(
-        storage=storage, study_name=name, load_if_exists=True, direction=spec.objective.resolved_direction,
+        storage=backend, study_name=name, load_if_exists=True, direction=spec.objective.resolved_direction,
         pruner=_pruner(spec),
     )
     if name in summaries:
-        _fail_stale(study)
+        fail_running(study)
         trials = counted(study)
         states = {s: sum(t.state.name == s for t in trials) for s in FINISHED_STATES}
         detail = ", ".join(f"{n} {s.lower()}" for s, n in states.items() if n)
@@ -83,15 +85,35 @@ def open_study(loaded: LoadedRecipe, output_root: Path) -> OpenedStudy:
     return OpenedStudy(study, name, storage, False, message)
 
 
-def _fail_stale(study) -> None:
-    """Trials left RUNNING by a killed process will never report: mark them failed."""
+def fail_running(study, why: str | None = None) -> None:
+    """Trials left RUNNING by a process that ended (killed, crashed) will never report: mark
+    them failed, saying ``why``."""
     from optuna.trial import TrialState
 
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         try:
+            if why:
+                study._storage.set_trial_user_attr(trial._trial_id, "error", why)
             study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
         except Exception:  # noqa: BLE001 - another process may own it; it is not counted anyway
             pass
+
+
+def shared_storage(url: str):
+    """The study's storage for several processes: SQLite waits for its lock instead of failing."""
+    if not url.startswith("sqlite"):
+        return url
+    import optuna
+
+    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
+
+
+def load_shared_study(name: str, storage: str, spec):
+    """An existing study, as a tuning worker opens it (the pruner is not stored: given again)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    return optuna.load_study(study_name=name, storage=shared_storage(storage), pruner=_pruner(spec))
 
 
 def _pruner(spec):
@@ -103,16 +125,18 @@ def _pruner(spec):
                                        n_warmup_steps=spec.pruning.warmup_steps)
 
 
-def make_sampler(spec, seed: int):
-    """The sampler, seeded per call (seed + trials so far: a resumed random search does not
-    replay the values it already tried)."""
+def make_sampler(spec, seed: int, stream: int = 0):
+    """The sampler. A grid is shuffled by ``seed`` alone: every call and every worker must see
+    one order, since Optuna hands out grid points by trial number. Random and TPE draws are
+    seeded with ``seed + stream`` (the trials so far, and a worker's own offset: a resumed or
+    parallel random search does not replay values already tried)."""
     import optuna
 
     if spec.sampler == "grid":
         return optuna.samplers.GridSampler({k: p.grid() for k, p in spec.space.items()}, seed=seed)
     if spec.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, len(spec.space) + 1)))
+        return optuna.samplers.RandomSampler(seed=seed + stream)
+    return optuna.samplers.TPESampler(seed=seed + stream, n_startup_trials=min(10, max(2, len(spec.space) + 1)))
 
 
 def suggest(trial, spec) -> dict:

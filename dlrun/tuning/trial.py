@@ -87,6 +87,13 @@ def trial_overrides(loaded, values: dict, kfold_k: int | None) -> list[str]:
     return kfold_overrides(sets, k=kfold_k) if kfold_k else sets
 
 
+def trial_failures() -> tuple:
+    """Errors that fail a trial's values, not the search (other values may train fine)."""
+    from dlrun.errors import DataError, ModelBuildError, TrainingDiverged
+
+    return TrainingDiverged, ModelBuildError, DataError
+
+
 class Objective:
     """Optuna's objective: runs one trial, returns its score."""
 
@@ -99,7 +106,6 @@ class Objective:
     def __call__(self, trial) -> float:
         import keras
 
-        from dlrun.errors import DataError, ModelBuildError, TrainingDiverged
         from dlrun.recipe.loading import load_recipe
         from dlrun.training.runner import RunInterrupted, run_recipe
         from dlrun.tuning.study import suggest
@@ -125,7 +131,7 @@ class Objective:
             trial.set_user_attr("interrupted", True)
             self._finished(trial, exc.summary, started, "interrupted", str(exc))
             raise
-        except (TrainingDiverged, ModelBuildError, DataError) as exc:  # these values fail; others may not
+        except trial_failures() as exc:  # these values fail; others may not
             trial.set_user_attr("error", str(exc)[:500])
             self._finished(trial, getattr(exc, "run_summary", None), started, "failed", str(exc))
             raise

@@ -62,17 +62,20 @@ def _budget(spec, trials: int | None) -> int:
 
 def tune(
     loaded: LoadedRecipe, *, output_root: Path, tracking_uri: str | None = None, reporter=None,
-    trials: int | None = None, minutes: float | None = None, output: Path | None = None,
+    trials: int | None = None, minutes: float | None = None, output: Path | None = None, executor=None,
+    storage: str | None = None,
 ) -> TuneResult:
     """Run (or resume) the search of ``loaded``; ``trials`` (the study's total) and ``minutes``
-    (this call's limit) override the recipe's budget."""
+    (this call's limit) override the recipe's budget. ``executor`` (``dlrun.execution``) runs
+    the trials in N workers on the shared study (default: here, one after another);
+    ``storage`` is the study's (default: SQLite under ``<output_root>/tuning/``)."""
     from dlrun.report import Reporter
     from dlrun.tf_runtime import configure_runtime
     from dlrun.track.mlflow_store import Tracker
     from dlrun.tuning.study import counted, make_sampler, open_study
-    from dlrun.tuning.trial import Objective
+    from dlrun.tuning.trial import Objective, trial_failures
+    from dlrun.tuning.workers import lock_path, run_parallel, run_trials
     from dlrun.training.runner import RunInterrupted
-    from dlrun.errors import DataError, ModelBuildError, TrainingDiverged
 
     recipe, spec = loaded.recipe, loaded.recipe.search
     if spec is None:
@@ -81,7 +84,7 @@ def tune(
     reporter = reporter or Reporter()
     output_root = Path(output_root).resolve()
     configure_runtime(recipe.seed, recipe.deterministic)
-    opened = open_study(loaded, output_root)
+    opened = open_study(loaded, output_root, storage)
     study = opened.study
     reporter.note(opened.message)
 
@@ -97,12 +100,14 @@ def tune(
         parent.log_params(_search_params(spec))
         if parent.run_id:
             study.set_user_attr("parent_run_id", parent.run_id)
+    where = executor.describe() if executor is not None else {"executor": "serial", "workers": 1}
+    parent.set_tags({"dlrun.executor": where["executor"], "dlrun.workers": str(where["workers"])})
 
     total = _budget(spec, trials)
     done = len(counted(study))
     remaining = max(0, total - done)
     limit = minutes if minutes is not None else spec.budget.minutes
-    study.sampler = make_sampler(spec, recipe.seed + len(study.trials))
+    study.sampler = make_sampler(spec, recipe.seed, len(study.trials))
     before = len(study.trials)
     started = time.perf_counter()
     status = "FINISHED"
@@ -112,10 +117,15 @@ def tune(
         else:
             reporter.note(f"running up to {remaining} trials ({total} in all)"
                           + (f" or {limit:g} minutes" if limit else ""))
-            objective = Objective(loaded, spec, output_root=output_root, tracking_uri=tracking_uri,
-                                  reporter=reporter, parent_run_id=parent.run_id, parent_tracker=tracker)
-            study.optimize(objective, n_trials=remaining, timeout=None if limit is None else limit * 60,
-                           catch=(TrainingDiverged, ModelBuildError, DataError))
+            deadline = None if limit is None else time.time() + limit * 60
+            if executor is None:
+                objective = Objective(loaded, spec, output_root=output_root, tracking_uri=tracking_uri,
+                                      reporter=reporter, parent_run_id=parent.run_id, parent_tracker=tracker)
+                run_trials(study, objective, total=total, deadline=deadline, catch=trial_failures(),
+                           lock_path=lock_path(output_root, opened.name))
+            else:
+                run_parallel(executor, loaded, opened, output_root=output_root, tracking_uri=tracker.uri,
+                             parent=parent, total=total, deadline=deadline, reporter=reporter)
     except BaseException as exc:  # Ctrl-C/SIGTERM (between trials or inside one) ends the parent KILLED
         status = "KILLED" if isinstance(exc, (KeyboardInterrupt, RunInterrupted)) else "FAILED"
         raise

@@ -1,0 +1,174 @@
+"""The book's Boston K-fold (3.6: 4 folds, here 80 epochs of batch 16, validation every epoch)
+three ways, as a user runs them — each a fresh process with a fresh output root, back to back,
+the order alternating every round:
+
+- a plain Keras script (the same data in Keras' order, the same 4 unshuffled folds, each
+  standardized with its training part's statistics, the same model, seeded alike);
+- ``dlrun kfold recipes/boston_housing.yaml --set fit.epochs=80 --set fit.batch_size=16``;
+- the same with ``--workers 2`` (two local worker processes).
+
+Then ``dlrun tune recipes/boston_tuning.yaml --trials N`` serially and with ``--workers 2``:
+trials per minute. Usage and results: benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _alternating import measure_in_turns  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PLAIN = r'''
+import json, sys, time
+import numpy as np
+import keras
+from mlxtend.data import boston_housing_data
+
+epochs, batch_size, k, seed = (int(a) for a in sys.argv[1:5])
+x, y = boston_housing_data()  # keras.datasets.boston_housing.load_data(), offline: same rows, same order
+order = np.arange(len(x))
+np.random.RandomState(113).shuffle(order)
+x, y = x[order].astype("float32"), y[order].astype("float32")
+x_train, y_train = x[: int(len(x) * 0.8)], y[: int(len(x) * 0.8)]
+size = len(x_train) // k
+maes = []
+for i in range(k):  # Listing 3.27
+    val = np.arange(i * size, (i + 1) * size)
+    train = np.setdiff1d(np.arange(len(x_train)), val)
+    mean, std = x_train[train].mean(axis=0), x_train[train].std(axis=0)
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((x.shape[1],)), keras.layers.Dense(64, activation="relu"),
+                              keras.layers.Dense(64, activation="relu"), keras.layers.Dense(1)])
+    model.compile(optimizer="rmsprop", loss="mse", metrics=["mae"])
+    model.fit((x_train[train] - mean) / std, y_train[train], epochs=epochs, batch_size=batch_size, verbose=0,
+              validation_data=((x_train[val] - mean) / std, y_train[val]))
+    maes.append(model.evaluate((x_train[val] - mean) / std, y_train[val], verbose=0, return_dict=True)["mae"])
+print(json.dumps({"fold_val_mae": maes}))
+'''
+
+
+def _run(cmd: list[str], cwd: Path) -> tuple[float, dict]:
+    started = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return seconds, json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def kfold_sides(args, work: Path) -> dict[str, list[str]]:
+    script = work / "plain_kfold.py"
+    script.write_text(PLAIN)
+    dlrun = [sys.executable, "-m", "dlrun", "kfold", str(ROOT / "recipes" / "boston_housing.yaml"), "--k", "4",
+             "--set", f"fit.epochs={args.epochs}", "--set", f"fit.batch_size={args.batch_size}", "--json", "--quiet"]
+    return {"plain keras": [sys.executable, str(script), str(args.epochs), str(args.batch_size), "4", "42"],
+            "dlrun kfold": dlrun, f"dlrun kfold --workers {args.workers}": [*dlrun, "--workers", str(args.workers)]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=80)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--tune-trials", type=int, default=6, help="trials per tune call (0: skip tuning)")
+    parser.add_argument("--tune-space", choices=("even", "recipe"), default="even",
+                        help="even: the recipe's search without its epochs dimension and pruning (every trial "
+                             "the same work); recipe: the search as it is")
+    parser.add_argument("--skip-kfold", action="store_true")
+    parser.add_argument("--json", type=Path, help="write every figure here")
+    args = parser.parse_args()
+    report: dict = {"nproc": os.cpu_count(), "load_before": os.getloadavg()}
+
+    with tempfile.TemporaryDirectory(prefix="dlrun-bench-") as tmp:
+        work = Path(tmp)
+        if not args.skip_kfold:
+            report["kfold"] = kfold_benchmark(args, work)
+        if args.tune_trials:
+            report["tune"] = tune_sides(args, work)
+    report["load_after"] = os.getloadavg()
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+
+
+def kfold_benchmark(args, work: Path) -> dict:
+    sides, results = kfold_sides(args, work), {}
+
+    def measure(name):
+        root = Path(tempfile.mkdtemp(dir=work))  # a fresh output root each run
+        cmd = sides[name] + (["-o", str(root)] if name != "plain keras" else [])
+        seconds, result = _run(cmd, root)
+        results.setdefault(name, []).append(result)
+        return seconds
+
+    times = measure_in_turns({name: name for name in sides}, measure, args.rounds)
+    maes = {name: [r["metrics"]["cv_val_mae_mean"] if "metrics" in r else statistics.mean(r["fold_val_mae"])
+                   for r in rs] for name, rs in results.items()}
+    folds = results["plain keras"][0]["fold_val_mae"]
+    spread = statistics.pstdev(folds)
+    base = statistics.median(times["plain keras"])
+    print(f"Boston K-fold: 4 folds, {args.epochs} epochs, batch {args.batch_size}; {args.rounds} rounds, "
+          f"{os.cpu_count()} cores; wall time of each command, fresh output root each")
+    for name in sides:
+        median = statistics.median(times[name])
+        print(f"  {name:28s} {median:6.1f} s  ratio {median / base:.2f}  mean val MAE "
+              f"{statistics.mean(maes[name]):.3f}  [{', '.join(f'{t:.1f}' for t in times[name])} s]")
+    mean_plain = statistics.mean(maes["plain keras"])
+    print(f"  plain script's folds: val MAE {', '.join(f'{m:.3f}' for m in folds)} (std {spread:.3f}, "
+          f"range {min(folds):.3f}–{max(folds):.3f})")
+    workers = f"dlrun kfold --workers {args.workers}"
+    ratio = statistics.median(times[workers]) / base
+    within = abs(statistics.mean(maes[workers]) - mean_plain) <= spread
+    print(f"  goal: --workers {args.workers} ≤ 0.7× plain: {ratio:.2f}× ({'met' if ratio <= 0.7 else 'not met'}); "
+          f"mean val MAE within the plain folds' spread (±{spread:.3f} of {mean_plain:.3f}): "
+          f"{'yes' if within else 'no'}")
+    return {"times": times, "val_mae": maes, "plain_fold_val_mae": folds}
+
+
+# The recipe's space without its epochs dimension, pruning off: every trial costs the same, so a
+# handful of trials measure the executor, not which epochs the sampler happened to draw.
+EVEN_TRIALS = ["--set", "search.pruning.enabled=false", "--set",
+               'search.space={"model.layers[0].Dense.units": {choice: [16, 32, 64, 128]}, '
+               '"model.layers[1].Dropout.rate": {float: [0.0, 0.5], step: 0.1}, '
+               '"compile.optimizer.rmsprop.learning_rate": {log_uniform: [1.0e-4, 1.0e-2]}}']
+
+
+def tune_sides(args, work: Path) -> dict:
+    tune = [sys.executable, "-m", "dlrun", "tune", str(ROOT / "recipes" / "boston_tuning.yaml"), "--trials",
+            str(args.tune_trials), "--json", "--quiet", *(EVEN_TRIALS if args.tune_space == "even" else [])]
+    sides = {"dlrun tune": tune, f"dlrun tune --workers {args.workers}": [*tune, "--workers", str(args.workers)]}
+    runs: dict[str, list] = {}
+
+    def measure(name):
+        root = Path(tempfile.mkdtemp(dir=work))
+        seconds, result = _run([*sides[name], "-o", str(root)], root)
+        runs.setdefault(name, []).append(result["trials_run"] / seconds * 60)
+        return seconds
+
+    times = measure_in_turns({name: name for name in sides}, measure, args.rounds)
+    print(f"Boston tuning: {args.tune_trials} trials of recipes/boston_tuning.yaml per call (3-fold each; "
+          f"{'every trial 40 epochs, no pruning' if args.tune_space == 'even' else 'its own space'}), wall time "
+          f"of each command")
+    base = statistics.median(runs["dlrun tune"])
+    for name in sides:
+        rate = statistics.median(runs[name])
+        print(f"  {name:28s} {rate:5.2f} trials/min  ratio {rate / base:.2f}  "
+              f"[{', '.join(f'{t:.1f}' for t in times[name])} s]")
+    speedup = statistics.median(runs[f"dlrun tune --workers {args.workers}"]) / base
+    verdict = "met" if speedup >= 1.6 else "not met"
+    print(f"  goal: ≥ 1.6× the trials per minute of serial: {speedup:.2f}× ({verdict})")
+    return {"times": times, "trials_per_minute": runs}
+
+
+if __name__ == "__main__":
+    main()
