@@ -29,6 +29,8 @@ BINARY_LOSSES = {"binary_crossentropy", "BinaryCrossentropy", "binary_focal_cros
 def check_labels_fit(recipe, dataset, splits, pipeline, base_dir=None) -> None:
     """Raise :class:`DataError` naming the part, the row and the fix for the first label the
     loss of its output cannot take."""
+    if recipe.compile.loss is None:  # a kind with its own losses (vae, gan) learns from the inputs alone
+        return
     losses = _losses(recipe, dataset)
     if not any(spec.name in CLASS_INDEX_LOSSES | BINARY_LOSSES for spec in losses.values()):
         return
