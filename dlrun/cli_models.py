@@ -12,9 +12,12 @@ from typing import List, Optional
 
 import typer
 
-from dlrun.cli import (DebugOption, FoldOption, JsonOption, OutputOption, QuietOption, TrackingOption, _err,
-                       _user_errors)
+from dlrun.cli import DebugOption, FoldOption, JsonOption, QuietOption, TrackingOption, _err, _user_errors
 from dlrun.json_output import print_json
+
+# -o names what these commands write; the output root takes its long name only (as in predict).
+RunsRootOption = typer.Option(Path("artifacts"), "--output-root", envvar="DLRUN_OUTPUT_ROOT",
+                              help="Where the runs are (run names and ids are looked up there).")
 
 
 def generate(
@@ -30,7 +33,7 @@ def generate(
     seed: int = typer.Option(0, "--seed", help="The random seed of the latent points or the sampling."),
     force: bool = typer.Option(False, "--force", help="Replace OUTPUT if it exists."),
     fold: Optional[int] = FoldOption,
-    output_root: Path = OutputOption,
+    output_root: Path = RunsRootOption,
     tracking_uri: Optional[str] = TrackingOption,
     json_out: bool = JsonOption,
     quiet: bool = QuietOption,
@@ -86,7 +89,7 @@ def explain(
     out_dir: Optional[Path] = typer.Option(None, "--output", "-o", help="The folder to write (default: the run's "
                                                                        "explain/)."),
     fold: Optional[int] = FoldOption,
-    output_root: Path = OutputOption,
+    output_root: Path = RunsRootOption,
     tracking_uri: Optional[str] = TrackingOption,
     json_out: bool = JsonOption,
     quiet: bool = QuietOption,

@@ -229,7 +229,7 @@ def run_job(
 
     x_few, y_few = data.few()
     model, facts = _compiled_model(recipe, x_few, _build_context(pipeline, ctx.base_dir))
-    if not preflighted:
+    if not preflighted or not model.built:  # a subclassed (plugin) model builds on its first batch
         _check_fits(recipe, model, x_few, y_few)
     record_model_facts(ctx, facts)
     save_model_picture(model, run_dir.file("model.png"), ctx.reporter.note)  # skipped, noted, without graphviz
