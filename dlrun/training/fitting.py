@@ -70,7 +70,7 @@ def start_fine_tuning(model, recipe) -> dict:
 
     spec = recipe.fit.fine_tune
     facts = unfreeze(model, spec)
-    compile_model(model, recipe.compile.model_copy(update={"optimizer": spec.optimizer}))
+    compile_model(model, recipe.compile.model_copy(update={"optimizer": spec.optimizer}), recipe.model.type)
     return facts
 
 

@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from dlrun.errors import DataError, ModelBuildError
+from dlrun.model.kinds.parts import check_output
 
 _SCATTER_ROWS = 2000  # images encoded for the latent scatter
+_IMAGES_HINT = " (the data's images; the last layer's filters are their channels)"
 
 
 def _image_shape(spec, input_shape, who: str) -> tuple:
@@ -57,7 +59,9 @@ def build_vae(spec, input_shape, name: str, input_dtype, context):
     shape = _image_shape(spec, input_shape, "a VAE")
     body = part_model("encoder", shape, spec.encoder, context)
     encoder = build_encoder(shape, spec.latent_dim, body)  # refuses a body that does not end flat
-    decoder = build_decoder(spec.latent_dim, part_model("decoder", (spec.latent_dim,), spec.decoder, context), shape)
+    body = part_model("decoder", (spec.latent_dim,), spec.decoder, context)
+    check_output("model.decoder", body, shape, hint=_IMAGES_HINT)
+    decoder = build_decoder(spec.latent_dim, body, shape)
     return VAE(encoder, decoder, kl_weight=spec.kl_weight, reconstruction=spec.reconstruction, name="vae")
 
 
@@ -83,6 +87,7 @@ def build_gan(spec, input_shape, name: str, input_dtype, context):
 
     shape = _image_shape(spec, input_shape, "a GAN")
     generator = part_model("generator", (spec.latent_dim,), spec.generator, context)
+    check_output("model.generator", generator, shape, hint=_IMAGES_HINT)
     discriminator = part_model("discriminator", shape, spec.discriminator, context)
     return GAN(generator, discriminator, latent_dim=spec.latent_dim, label_noise=spec.label_noise, name="gan")
 
