@@ -643,6 +643,12 @@ def export(
                 print(describe_registered(result.registered))
 
 
+from dlrun.cli_models import explain, generate  # noqa: E402 - they use the options above
+
+app.command()(generate)
+app.command()(explain)
+
+
 def main() -> None:
     # TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notes) is not for users.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -40,6 +40,9 @@ class Reporter:
 
     def job_finished(self, job: str, metrics: dict[str, float]) -> None: ...
 
+    def step(self, job: str, done: int, total: int, logs: dict[str, float]) -> None:
+        """Progress of a task that is not fit (an image optimized step by step)."""
+
     def note(self, text: str) -> None: ...
 
     def warn(self, text: str) -> None:
@@ -70,6 +73,10 @@ class PlainReporter(Reporter):
     def job_finished(self, job, metrics):
         if metrics:
             self._line(f"[{job}] done: {format_metrics(metrics)}")
+
+    def step(self, job, done, total, logs):
+        if done == total or done % max(1, total // 20) == 0:  # about 20 lines a task
+            self._line(f"[{job}] step {done}/{total} {format_metrics(logs)}".rstrip())
 
     def note(self, text):
         self._line(f"dlrun: {text}")
@@ -113,6 +120,9 @@ class RichReporter(Reporter):
         if job not in self.tasks:
             self.job_started(job, epochs)
         self.progress.update(self.tasks[job], completed=epoch, total=epochs, metrics=format_metrics(logs))
+
+    def step(self, job, done, total, logs):
+        self.epoch(job, done, total, logs, 0.0)
 
     def job_finished(self, job, metrics):
         if job in self.tasks:  # early stopping ends a bar before its total

@@ -23,6 +23,8 @@ def print_resolved(loaded: LoadedRecipe) -> None:
 
 def static_input_shape(recipe: Recipe) -> tuple | None:
     """The model's input shape when the recipe alone fixes it (so ``show`` needs no data)."""
+    if recipe.model.type not in ("sequential", "graph"):  # a kind's parts take the data's shape
+        return None
     if recipe.model.type == "graph":  # its inputs declare their shapes, or take them from the data
         layers = [n.layer for n in recipe.model.nodes.values() if n.layer] + list(recipe.model.shared.values())
         declared = all(i.shape is not None for i in recipe.model.inputs.values())
@@ -64,6 +66,10 @@ def print_model_summary(loaded: LoadedRecipe) -> None:
     from dlrun.model.builder import build_model, compile_model
     from dlrun.tf_runtime import import_tensorflow_quietly
 
+    if loaded.recipe.task is not None:
+        print(f"no model: task {loaded.recipe.task.kind} works on its network "
+              f"({'a trained run' if loaded.recipe.task.run else loaded.recipe.task.base.application})")
+        return
     if loaded.recipe.model is None:
         print(f"no model: evaluation.protocol {loaded.recipe.evaluation.protocol} trains none")
         return
@@ -76,5 +82,5 @@ def print_model_summary(loaded: LoadedRecipe) -> None:
 
         model = build_model(loaded.recipe.model, shape, name=loaded.recipe.name,
                             context=BuildContext(base_dir=loaded.base_dir))
-        compile_model(model, loaded.recipe.compile)
+        compile_model(model, loaded.recipe.compile, loaded.recipe.model.type)
     model.summary(print_fn=lambda line, **_: print(line))

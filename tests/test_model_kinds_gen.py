@@ -40,7 +40,6 @@ def _seed_states(model) -> list[np.ndarray]:
 # --- VAE -------------------------------------------------------------------------------------
 
 def test_vae_trains_logs_its_losses_and_round_trips_through_a_safe_mode_keras_file(digits, tmp_path):
-    from dlrun.model.kinds import MODULES
     from dlrun.model.kinds.book import book_vae
     from dlrun.model.saved import load_keras_model
 
@@ -58,7 +57,7 @@ def test_vae_trains_logs_its_losses_and_round_trips_through_a_safe_mode_keras_fi
                                                        vae.kl_weight * np.array(history["kl_loss"])), rtol=1e-5)
 
     vae.save(tmp_path / "vae.keras")
-    loaded = load_keras_model(tmp_path / "vae.keras", plugins=MODULES)  # safe mode, dlrun's loader
+    loaded = load_keras_model(tmp_path / "vae.keras")  # safe mode, dlrun's loader: it knows the kinds
     assert type(loaded).__name__ == "VAE" and loaded.kl_weight == vae.kl_weight
     np.testing.assert_array_equal(loaded.predict(x[:32], verbose=0), vae.predict(x[:32], verbose=0))
     assert int(loaded.optimizer.iterations.numpy()) == int(vae.optimizer.iterations.numpy()) == 30
@@ -109,7 +108,6 @@ def _small_gan(seed: int):
 
 
 def test_gan_trains_both_networks_and_round_trips_through_a_safe_mode_keras_file(mnist, tmp_path):
-    from dlrun.model.kinds import MODULES
     from dlrun.model.saved import load_keras_model
 
     gan = _small_gan(0)
@@ -122,7 +120,7 @@ def test_gan_trains_both_networks_and_round_trips_through_a_safe_mode_keras_file
     assert int(gan.d_optimizer.iterations.numpy()) == int(gan.g_optimizer.iterations.numpy()) == 5
 
     gan.save(tmp_path / "gan.keras")
-    loaded = load_keras_model(tmp_path / "gan.keras", plugins=MODULES)
+    loaded = load_keras_model(tmp_path / "gan.keras")
     z = np.random.default_rng(0).standard_normal((4, 16)).astype("float32")
     np.testing.assert_array_equal(loaded.generate(z), gan.generate(z))
     _assert_same_state(gan, loaded, [("d_optimizer", "d_optimizer"), ("g_optimizer", "g_optimizer")],
@@ -135,7 +133,7 @@ def test_gan_stopped_and_resumed_from_a_checkpoint_equals_an_uninterrupted_twin(
     model → 3 more: both networks, both optimizers and every seed state equal, bit for bit."""
     import tensorflow as tf
 
-    from dlrun.training.checkpoints import _seed_variables, load_checkpoint, save_checkpoint
+    from dlrun.training.checkpoints import _seed_variables, load_checkpoint, restore_model, save_checkpoint
 
     tf.config.experimental.enable_op_determinism()
     x, batch, k = mnist[:60], 10, 3
@@ -152,11 +150,7 @@ def test_gan_stopped_and_resumed_from_a_checkpoint_equals_an_uninterrupted_twin(
 
     resumed = _small_gan(6)  # other initial weights and seed states
     checkpoint = load_checkpoint(tmp_path)
-    # What checkpoints.restore_model does, its model.optimizer.build(...) left out: a GAN has no
-    # model.optimizer, and load_weights builds its two optimizers itself.
-    resumed.load_weights(checkpoint.path / checkpoint.weights)
-    for variable, value in zip(_seed_variables(resumed), checkpoint.seed_states):
-        variable.assign(np.asarray(value, dtype=variable.dtype))
+    restore_model(resumed, checkpoint)  # a GAN has no model.optimizer: it builds its two itself
     resumed.fit(x[k * batch:], epochs=1, batch_size=batch, shuffle=False, verbose=0)
     _assert_same_state(straight, resumed, [("d_optimizer", "d_optimizer"), ("g_optimizer", "g_optimizer")])
 

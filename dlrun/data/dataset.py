@@ -160,6 +160,7 @@ class StreamedDataset:
     ``train_stream()`` (optional) is the training part as a seekable seeded stream.
     ``extra_metrics(metrics)`` (optional) gets a job's final metrics (``val_mae``, ``test_mae``…)
     and returns more to report next to them: a baseline, a metric in the target's own units.
+    ``samplers`` (optional): see :mod:`dlrun.training.samples`.
     """
 
     name: str
@@ -172,3 +173,6 @@ class StreamedDataset:
     # The training part as a seekable stream (dlrun.data.streams.BatchStream), where the
     # source can give one: its order depends only on the seed, so a resume continues it exactly.
     train_stream: Callable[[], Any] | None = None
+    # Callbacks the source adds to training when the recipe asks for samples (a character
+    # model's text): ``samplers(samples_spec, folder, on_file, log) -> [callbacks]``.
+    samplers: Callable[..., list] | None = None

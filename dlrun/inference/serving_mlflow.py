@@ -32,6 +32,8 @@ def log_serving_model(tracked, job_dir: Path, model) -> str | None:
     finished training: the bare model is logged instead, with a warning."""
     if tracked.offline:
         return None
+    if not takes_the_data(job_dir):
+        return tracked.log_keras_model(model, name="model")
     try:
         plan, trained = serving_plan(job_dir, model)
     except Exception as exc:  # noqa: BLE001 - the training is done; log what we can
@@ -43,6 +45,22 @@ def log_serving_model(tracked, job_dir: Path, model) -> str | None:
     outside = ", ".join(f"{s['step']} ({s['where']})" for s in summary["caller_applies"]) or "none"
     return tracked.log_keras_model(plan.model, name="model", input_example=example_inputs(plan.model),
                                    metadata=metadata, tags={"dlrun.caller_applies": outside})
+
+
+# Sources whose model takes what the source makes of the data, with no layer for it: a character
+# model's one-hot windows of its vocabulary (dlrun generate makes them).
+_NO_SERVING_SOURCES = ("text_chars",)
+
+
+def takes_the_data(job_dir: Path) -> bool:
+    """Whether the job's model takes the run's data (then its preprocessing goes in front): not a
+    VAE, GAN or plugin model (subclassed; a GAN takes latent points), nor a character model
+    (one-hot windows in)."""
+    from dlrun.model.kinds import KINDS
+    from dlrun.track.runs import RunReader
+
+    recipe = RunReader(job_dir).recipe
+    return KINDS[recipe.model.type].serves_data and recipe.data.source not in _NO_SERVING_SOURCES
 
 
 def serving_plan(job_dir: Path, model):

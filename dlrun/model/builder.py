@@ -1,4 +1,5 @@
-"""Recipe model and compile sections → a compiled ``keras.Model``."""
+"""Recipe model and compile sections → a compiled ``keras.Model``: each ``model.type`` through its
+kind (:data:`dlrun.model.kinds.KINDS`); the layer stacks (``sequential``) are built here."""
 
 from __future__ import annotations
 
@@ -30,36 +31,40 @@ def first_line(exc: Exception) -> str:
     return text.splitlines()[0] if len(text) > 400 else " ".join(text.split())
 
 
-def _instantiate_layer(layer_spec: KerasObject, index: int, context: BuildContext):
+def instantiate_layer(layer_spec: KerasObject, index: int, context: BuildContext, part: str = "layers"):
+    """One recipe layer, ``model.<part>[index]``: a Keras layer, one of dlrun's, or a plugin's."""
     from dlrun.model.keras_args import keras_layer
     from dlrun.model.plugins import import_plugins
     from dlrun.model.recipe_layers import RECIPE_LAYERS
 
-    where = f"model.layers[{index}] ({layer_spec.name})"
+    where = f"model.{part}[{index}] ({layer_spec.name})"
     import_plugins(layer_spec.plugins)  # the recipe's plugins: imported when building, never at validate
     if layer_spec.name in RECIPE_LAYERS:
         return RECIPE_LAYERS[layer_spec.name](dict(layer_spec.args), context, where)
     return keras_layer(layer_spec.name, layer_spec.args, where, layer_spec.plugins, context.base_dir)
 
 
-def build_model(spec: SequentialModel, input_shape: tuple, name: str = "model", input_dtype: str = "float32",
+def build_model(spec, input_shape: tuple, name: str = "model", input_dtype: str = "float32",
                 context: BuildContext | None = None):
+    """The recipe's model (``model.type``: sequential, graph, vae, gan, plugin) for inputs of
+    ``input_shape``, uncompiled."""
+    from dlrun.model.kinds import KINDS
+
+    return KINDS[spec.type].build(spec, input_shape, name, input_dtype, context or BuildContext())
+
+
+def build_sequential(spec: SequentialModel, input_shape: tuple, name: str, input_dtype: str, context: BuildContext):
     """A ``keras.Sequential`` whose input shape comes from the data unless the recipe gives one.
 
     Layers are added one at a time so a shape mismatch names the layer that caused it.
     """
     import keras
 
-    if getattr(spec, "type", "sequential") == "graph":  # named inputs, nodes, outputs: a functional model
-        from dlrun.model.graph import build_graph
-
-        return build_graph(spec, input_shape, name, input_dtype, context)
-    context = context or BuildContext()
     shape = tuple(spec.input_shape) if spec.input_shape is not None else tuple(input_shape)
     model = keras.Sequential(name=_safe_model_name(name))
     model.add(keras.Input(shape=shape, dtype=input_dtype))
     for index, layer_spec in enumerate(spec.layers):
-        layer = _instantiate_layer(layer_spec, index, context)
+        layer = instantiate_layer(layer_spec, index, context)
         try:
             model.add(layer)
         except Exception as exc:  # noqa: BLE001
@@ -112,7 +117,15 @@ def make_object(kind: str, spec: KerasObject) -> Any:
         raise ModelBuildError(f"compile.{kind} {spec.name}: {first_line(exc)}") from exc
 
 
-def compile_model(model, spec: CompileSpec) -> None:
+def compile_model(model, spec: CompileSpec, kind: str = "sequential") -> None:
+    """Compile ``model`` as its kind does (a GAN takes two optimizers, a VAE no loss)."""
+    from dlrun.model.kinds import KINDS
+
+    KINDS[kind].compile(model, spec)
+
+
+def compile_layers(model, spec: CompileSpec) -> None:
+    """``compile`` of a sequential or graph model: optimizer, loss(es), metrics, loss weights."""
     # Keyword arguments only: Keras 3's third positional argument is loss_weights.
     # Per-output losses and metrics are dicts keyed by the graph model's output names.
     if isinstance(spec.loss, dict):

@@ -3,7 +3,8 @@
 A ``.keras`` file can carry Python code (a ``Lambda`` layer's bytecode); safe mode refuses to
 deserialize it. ``safe_mode=True`` alone is not enough: ``keras.config.enable_unsafe_deserialization()``
 anywhere in the process switches a global that outranks the argument, so the load also runs
-inside Keras' safe-mode scope. Custom classes come from the recipe's ``plugins`` modules.
+inside Keras' safe-mode scope. Custom classes come from the recipe's ``plugins`` modules, and
+dlrun's own model kinds (VAE, GAN) are registered first.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ def load_keras_model(path: str | Path, *, plugins: tuple[str, ...] = (), compile
     import keras
 
     from dlrun.model.builder import first_line
+    from dlrun.model.kinds import register_kinds
     from dlrun.model.plugins import import_plugins
 
     path = Path(path)
     if not path.is_file():
         raise ModelBuildError(f"{where}: no such model file: {path}")
     import_plugins(plugins)  # their register_keras_serializable classes become known to Keras
+    register_kinds()  # dlrun's own model kinds (VAE, GAN)
     try:
         with _safe_mode_scope():
             return keras.saving.load_model(path, compile=compile, safe_mode=True)

@@ -11,7 +11,7 @@ from functools import cache
 from typing import Any, Iterator
 
 from dlrun.errors import did_you_mean
-from dlrun.recipe import graph_check
+from dlrun.recipe import graph_check, kinds_check
 from dlrun.recipe.arguments import non_finite_leaves, value_problems
 from dlrun.recipe.safe_paths import callback_path_issues
 from dlrun.recipe.yaml_source import Path_, format_path
@@ -206,15 +206,16 @@ def check_recipe_objects(raw: dict) -> Iterator[tuple[Path_, str, bool]]:
     if isinstance(model, dict) and isinstance(model.get("layers"), list):
         for i, layer in enumerate(model["layers"]):
             yield from check_object("layer", layer_table(), layer, ("model", "layers", i), plugins=plugins)
-    for path, layer in graph_check.graph_layers(raw):
+    for path, layer in [*graph_check.graph_layers(raw), *kinds_check.part_layers(raw)]:
         yield from check_object("layer", layer_table(), layer, path, plugins=plugins)
     yield from graph_check.check_graph(raw, layer_table())
     yield from graph_check.check_dict_data_transforms(raw)
     comp = raw.get("compile")
     if isinstance(comp, dict):
-        if "optimizer" in comp:
-            yield from check_object("optimizer", cat["optimizers"], comp["optimizer"], ("compile", "optimizer"),
-                                    case_insensitive=True, plugins=plugins)
+        for key in ("optimizer", "generator_optimizer"):
+            if key in comp:
+                yield from check_object("optimizer", cat["optimizers"], comp[key], ("compile", key),
+                                        case_insensitive=True, plugins=plugins)
         losses = list(graph_check.per_output(comp.get("loss"), "loss"))
         for sub, loss in losses:  # one loss per output of a graph model
             yield from check_object("loss", cat["losses"], loss, ("compile", "loss") + sub, plugins=plugins)
@@ -239,6 +240,7 @@ def check_recipe_objects(raw: dict) -> Iterator[tuple[Path_, str, bool]]:
             if parsed and parsed[0] == "LearningRateScheduler" and _scheduled_optimizer(comp):
                 yield (("fit", "callbacks", i, parsed[0]), "the optimizer's learning_rate is already a schedule "
                        "(compile.optimizer): use one or the other", True)
+    yield from kinds_check.kind_issues(raw)
 
 
 def _scheduled_optimizer(comp: Any) -> bool:

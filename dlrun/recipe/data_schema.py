@@ -55,6 +55,11 @@ class _DataBase(Strict):
     limit: int | None = Field(strict=True, 
         default=None, ge=1, description="use only the first N training samples (before a test part is taken)"
     )
+    keep_labels: list[int] | None = Field(
+        default=None, min_length=1,
+        description="keep only the rows whose label is one of these, train and test (8.5's GAN: the frogs, "
+                    "class 6 of CIFAR-10); applied first, before shuffle and limit",
+    )
 
 
 class EmbeddedData(_DataBase):
@@ -147,6 +152,22 @@ class ImageDirectoryData(Strict):
     features: PretrainedBase | None = None
 
 
+class TextCharsData(Strict):
+    """A text file for a character-level language model (8.1): the sorted distinct characters
+    are the vocabulary (saved with the run), and the rows are the book's sentences of ``maxlen``
+    characters every ``step`` characters with the character after each, one-hot encoded batch
+    by batch. Targets only: no test part; ``validation`` keeps the text's last fraction aside."""
+
+    source: Literal["text_chars"]
+    path: str
+    lowercase: bool = Field(default=True, description="the book lowercases the text")
+    maxlen: int = Field(strict=True, default=60, ge=1, lt=2**20)
+    step: int = Field(strict=True, default=3, ge=1, lt=2**20)
+    validation: float | None = Field(default=None, gt=0, lt=1,
+                                     description="the last fraction of the text as validation sentences")
+    encoding: str = "utf-8"
+
+
 class RowRange(Strict):
     """Rows ``[start, end)`` of a series: row numbers, or fractions of its length (0 ≤ f ≤ 1)."""
 
@@ -180,7 +201,8 @@ class TimeseriesData(Strict):
 
 
 DataSpec = Annotated[
-    Union[EmbeddedData, KerasData, NpzData, CsvData, TextDirectoryData, ImageDirectoryData, TimeseriesData],
+    Union[EmbeddedData, KerasData, NpzData, CsvData, TextDirectoryData, ImageDirectoryData, TimeseriesData,
+          TextCharsData],
     Field(discriminator="source"),
 ]
-STREAMED_SOURCES = ("image_directory", "timeseries_csv")
+STREAMED_SOURCES = ("image_directory", "timeseries_csv", "text_chars")

@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 from dlrun.recipe.catalog import catalog
 from dlrun.recipe.json_schema_keras import keras_definitions, ref
+from dlrun.recipe.kinds_check import LOSS_OPTIONAL_KINDS as OWN_LOSS_KINDS
 from dlrun.recipe.schema import Recipe
 
 DIALECT = "http://json-schema.org/draft-07/schema#"
@@ -41,6 +42,11 @@ KERAS_OBJECT_KINDS = {
     ("GraphModel", "shared"): "layer",
     ("GraphNode", "layer"): "layer",
     ("CompileSpec", "optimizer"): "optimizer",
+    ("CompileSpec", "generator_optimizer"): "optimizer",
+    ("VaeModel", "encoder"): "layer",
+    ("VaeModel", "decoder"): "layer",
+    ("GanModel", "generator"): "layer",
+    ("GanModel", "discriminator"): "layer",
     ("CompileSpec", "loss"): "loss",
     ("CompileSpec", "metrics"): "metric",
     ("FitSpec", "callbacks"): "callback",
@@ -229,14 +235,19 @@ class _Rule:
 
 
 def _complete_recipe(defs: dict, rule: _Rule) -> None:
-    """Every evaluation protocol but ``baseline`` trains a model: then ``model`` and ``compile`` too."""
+    """A recipe without a ``task`` has ``data``; every evaluation protocol but ``baseline`` trains a
+    model: then ``model`` and ``compile`` too, and a model of layers its ``compile.loss``."""
     name = rule.prefix + ".Recipe"
     trains = {"if": {"properties": {"evaluation": {"properties": {"protocol": {"const": "baseline"}},
                                                    "required": ["protocol"]}},
                      "required": ["evaluation"]},
               "else": {"required": ["model", "compile"],
                        "properties": {"model": {"type": "object"}, "compile": {"type": "object"}}}}
-    defs[name] = {"allOf": [defs[name], trains]} if name in defs else trains
+    own_losses = {"required": ["type"], "properties": {"type": {"enum": list(OWN_LOSS_KINDS)}}}
+    loss = {"if": {"required": ["model"], "properties": {"model": {"not": own_losses}}},  # a layer model's loss
+            "then": {"properties": {"compile": {"required": ["loss"]}}}}
+    fits = {"if": {"required": ["task"]}, "else": {"allOf": [{"required": ["data"]}, trains, loss]}}
+    defs[name] = {"allOf": [defs[name], fits]} if name in defs else fits
 
 
 def recipe_json_schema() -> dict:
@@ -257,6 +268,11 @@ def recipe_json_schema() -> dict:
     _complete_recipe(defs, complete)
     # A graph node's own check: only for a whole recipe, as extends merges a node key by key.
     defs["complete.GraphNode"]["oneOf"] = [_given(key) for key in ("layer", "shared")]
+    for task in ("DeepDreamTask", "StyleTransferTask", "ExplainTask"):  # a task's network: a base or a run
+        defs[f"complete.{task}"]["oneOf"] = [_given(key) for key in ("base", "run")]
+    defs["complete.ExplainTask"].update(  # something to draw; an image for what looks at one
+        anyOf=[_given(key) for key in ("activations", "filters", "grad_cam")],
+        then=_given("image"), **{"if": {"anyOf": [_given("activations"), _given("grad_cam")]}})
     fragment_rules = [ref("Recipe"),
                       {"if": {"required": ["plugins"], "properties": {"plugins": {"minItems": 1}}},
                        "else": ref("known.Recipe")}]

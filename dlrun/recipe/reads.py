@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from dlrun.recipe.graph_check import graph_layers, per_output
+from dlrun.recipe.kinds_check import part_layers
+from dlrun.recipe.task_schema import TASK_IMAGE_KEYS
 from dlrun.recipe.safe_paths import CALLBACK_PATH_ARGS
 from dlrun.recipe.yaml_source import Path_, format_path
 
@@ -61,6 +63,14 @@ def read_paths(raw: dict) -> Iterator[tuple[Path_, str]]:
         features = data.get("features")
         if isinstance(features, dict) and isinstance(features.get("weights"), str) and features["weights"] not in NOT_FILES:
             yield ("data", "features", "weights"), features["weights"]
+    task = raw.get("task")
+    if isinstance(task, dict):  # a task's images and its base's weights file
+        for key in TASK_IMAGE_KEYS:
+            if isinstance(task.get(key), str):
+                yield ("task", key), task[key]
+        base = task.get("base")
+        if isinstance(base, dict) and isinstance(base.get("weights"), str) and base["weights"] not in NOT_FILES:
+            yield ("task", "base", "weights"), base["weights"]
     for path, value in _keras_objects(raw):
         yield from _object_reads(value, path)
 
@@ -70,7 +80,8 @@ def _keras_objects(raw: dict) -> Iterator[tuple[Path_, Any]]:
     for i, layer in enumerate(model.get("layers") if isinstance(model.get("layers"), list) else []):
         yield ("model", "layers", i), layer
     yield from graph_layers(raw)
-    for key in ("optimizer", "loss"):
+    yield from part_layers(raw)
+    for key in ("optimizer", "generator_optimizer", "loss"):
         if key in comp:
             yield ("compile", key), comp[key]
     for sub, loss in per_output(comp.get("loss"), "loss"):

@@ -28,6 +28,7 @@ from dlrun.recipe.data_schema import (  # noqa: F401 - re-exported: the recipe s
     ImageDirectoryData,
     RowRange,
     TimeseriesData,
+    TextCharsData,
     DataSpec,
     STREAMED_SOURCES,
 )
@@ -84,8 +85,12 @@ class KerasObject(BaseModel):
 
 
 from dlrun.recipe.graph_schema import GraphModel, bind_keras_object  # noqa: E402 - needs KerasObject
+from dlrun.recipe import kinds_schema  # noqa: E402 - needs KerasObject
+from dlrun.recipe.kinds_schema import GanModel, PluginModel, SamplesSpec, VaeModel  # noqa: E402
+from dlrun.recipe.task_schema import TaskSpec  # noqa: E402
 
 bind_keras_object(KerasObject)
+kinds_schema.bind_keras_object(KerasObject)
 
 
 # --------------------------------------------------------------------------- preprocessing
@@ -190,17 +195,25 @@ def _loss_form(value: Any) -> str:
 
 class CompileSpec(Strict):
     """``loss``, ``loss_weights`` and ``metrics`` may be given per output of a graph model,
-    keyed by output name (``loss: {age: mse, gender: binary_crossentropy}``)."""
+    keyed by output name (``loss: {age: mse, gender: binary_crossentropy}``). A ``gan`` trains
+    its discriminator with ``optimizer`` and its generator with ``generator_optimizer``; the
+    kinds with their own loss (``vae``, ``gan``) take no ``loss`` (dlrun.recipe.kinds_check)."""
 
     optimizer: KerasObject = Field(default_factory=lambda: KerasObject.model_validate("rmsprop"))
     loss: Annotated[Union[Annotated[KerasObject, Tag("one")], Annotated[dict[str, KerasObject], Tag("per_output")]],
-                    Discriminator(_loss_form)]
+                    Discriminator(_loss_form)] | None = Field(default=None, exclude_if=lambda v: v is None)
+    generator_optimizer: KerasObject | None = Field(
+        default=None, exclude_if=lambda v: v is None,
+        description="gan: the generator's optimizer (default: one like optimizer); a plugin gets it as "
+                    "generator_optimizer=")
     loss_weights: dict[str, float] | None = None
     metrics: list[KerasObject] | dict[str, list[KerasObject]] = Field(default_factory=list)
 
     @property
     def loss_names(self) -> list[str]:
         """The loss name, or each output's (stratified K-fold asks whether they classify)."""
+        if self.loss is None:
+            return []
         return [self.loss.name] if isinstance(self.loss, KerasObject) else [v.name for v in self.loss.values()]
 
 
@@ -341,18 +354,29 @@ class Recipe(Strict):
         description="modules imported when the model is built (never by validate); only these may "
                     "define the custom layers, losses, metrics, callbacks… the recipe names",
     )
-    data: DataSpec
+    task: TaskSpec | None = Field(default=None, exclude_if=lambda v: v is None,
+                                  description="a task that is not fit (deep_dream, style_transfer, explain); "
+                                              "default: train the model on the data")
+    data: DataSpec | None = Field(default=None, exclude_if=lambda v: v is None)
     preprocessing: list[TransformSpec] = Field(default_factory=list)
-    model: Annotated[Union[Annotated[SequentialModel, Tag("sequential")], Annotated[GraphModel, Tag("graph")]],
+    model: Annotated[Union[Annotated[SequentialModel, Tag("sequential")], Annotated[GraphModel, Tag("graph")],
+                           Annotated[VaeModel, Tag("vae")], Annotated[GanModel, Tag("gan")],
+                           Annotated[PluginModel, Tag("plugin")]],
                      Discriminator(_model_type)] | None = None
     compile: CompileSpec | None = None
     fit: FitSpec = Field(default_factory=FitSpec)
     evaluation: EvaluationSpec = Field(default_factory=lambda: Holdout(protocol="holdout"))
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     search: SearchSpec | None = Field(default=None, exclude_if=lambda v: v is None)  # dlrun tune; trials set it null
+    samples: SamplesSpec | None = Field(default=None, exclude_if=lambda v: v is None,
+                                        description="generated images or text written while training")
 
     @model_validator(mode="after")
     def _consistent(self) -> "Recipe":
+        if self.task is not None:  # its network and images are its own (dlrun.recipe.kinds_check)
+            return self
+        if self.data is None:
+            raise ValueError("missing required key 'data' (or a 'task' that needs none)")
         if self.evaluation.protocol != "baseline":
             missing = [k for k in ("model", "compile") if getattr(self, k) is None]
             if missing:

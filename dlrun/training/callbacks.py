@@ -40,16 +40,17 @@ def _watches(spec: KerasObject) -> str | None:
 
 def build_callbacks(
     specs: list[KerasObject], run_dir: Path, *, has_validation: bool = True, note=lambda text: None, model=None,
-    cut_short=lambda: False,
+    cut_short=lambda: False, extra: list = (),
 ) -> list:
     """Instantiate the recipe's callbacks; output paths default to, and stay inside, the run dir.
     Without validation data (a refit on all data), callbacks watching a val_ metric are left out.
     ``model``: the compiled model, before any checkpoint is restored into it (a named
     learning-rate schedule starts from its optimizer's rate). ``cut_short()``: whether the
-    epoch that ends was stopped mid-way by dlrun (a NaN loss); such an epoch reaches no callback."""
+    epoch that ends was stopped mid-way by dlrun (a NaN loss); such an epoch reaches no callback.
+    ``extra``: dlrun's own callbacks that act per epoch as the recipe's do (the sample writers)."""
     callbacks = [build_callback(index, spec, run_dir, has_validation=has_validation, note=note, model=model)
                  for index, spec in enumerate(specs)]
-    callbacks = [callback for callback in callbacks if callback is not None]
+    callbacks = [callback for callback in callbacks if callback is not None] + list(extra)
     for callback in callbacks:
         _whole_epochs_only(callback, cut_short)
     return callbacks
@@ -210,12 +211,14 @@ def _scheduler(args: dict, model, where: str):
 
 def nonfinite_guard():
     """A callback that stops training at the first batch whose loss is NaN or infinite and
-    remembers where (``tripped``: epoch, batch, value; 1-based), so the job can fail clearly
-    instead of training on (Keras' TerminateOnNaN, with the place kept)."""
+    remembers where (``tripped``: epoch, batch, value; 1-based; ``loss_name``: which loss), so the
+    job can fail clearly instead of training on (Keras' TerminateOnNaN, with the place kept).
+    Every loss a model logs is watched: ``loss``, and ``*_loss`` (a GAN's d_loss and g_loss)."""
     import keras
 
     class StopOnNonFiniteLoss(keras.callbacks.Callback):
         tripped: tuple[int, int, float] | None = None
+        loss_name = "loss"
         batch_offset = 0  # batches trained before this fit call (an epoch resumed mid-way)
         # Keras may then run the batch-end check on its worker thread instead of stopping the
         # loop at every batch (≈13 % of a small model's epoch); it only sets flags, and Keras
@@ -226,10 +229,13 @@ def nonfinite_guard():
             self._epoch = epoch + 1
 
         def on_train_batch_end(self, batch, logs=None):
-            loss = (logs or {}).get("loss")
-            if loss is not None and not math.isfinite(float(loss)) and self.tripped is None:
-                self.tripped = (self._epoch, self.batch_offset + batch + 1, float(loss))
-                self.model.stop_training = True
+            if self.tripped is not None:
+                return
+            for name, value in (logs or {}).items():
+                if (name == "loss" or name.endswith("_loss")) and not math.isfinite(float(value)):
+                    self.tripped, self.loss_name = (self._epoch, self.batch_offset + batch + 1, float(value)), name
+                    self.model.stop_training = True
+                    return
 
     return StopOnNonFiniteLoss()
 

@@ -133,8 +133,14 @@ def load_checkpoint(job_dir: Path) -> Checkpoint | None:
 
 
 def restore_model(model, checkpoint: Checkpoint) -> None:
-    """Load weights, optimizer variables and seed-generator states into a compiled model."""
-    model.optimizer.build(model.trainable_variables)  # its variables exist before they are loaded
+    """Load weights, optimizer variables and seed-generator states into a compiled model. The
+    optimizers' variables must exist before their values are loaded: a model with several (a GAN,
+    whose ``model.optimizer`` is None) creates them in ``build_optimizers()``."""
+    build_optimizers = getattr(model, "build_optimizers", None)
+    if callable(build_optimizers):
+        build_optimizers()
+    elif model.optimizer is not None:
+        model.optimizer.build(model.trainable_variables)
     model.load_weights(checkpoint.path / checkpoint.weights)
     for variable, value in zip(_seed_variables(model), checkpoint.seed_states):
         variable.assign(np.asarray(value, dtype=variable.dtype))

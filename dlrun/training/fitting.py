@@ -16,12 +16,14 @@ def train_stages(ctx, model, data, job: str, epochs: int, stop, checkpoint=None)
     from dlrun.training.callbacks import build_callbacks, nonfinite_guard
     from dlrun.training.checkpoints import restore_model
     from dlrun.training.interrupts import pending
+    from dlrun.training.samples import sample_callbacks
 
     recipe = ctx.recipe
     guard = nonfinite_guard()
     # One set for both stages: a checkpoint keeps its best value, a CSV log its rows.
     own = build_callbacks(recipe.fit.callbacks, ctx.run_dir.path, has_validation=data.validation is not None,
-                          note=ctx.reporter.note, model=model, cut_short=lambda: guard.tripped is not None)
+                          note=ctx.reporter.note, model=model, cut_short=lambda: guard.tripped is not None,
+                          extra=sample_callbacks(ctx, model, data))
     fine_tune = recipe.fit.fine_tune
     total = epochs + (fine_tune.epochs if fine_tune else 0)
     stage, start, end = 1, 0, epochs
@@ -68,7 +70,7 @@ def start_fine_tuning(model, recipe) -> dict:
 
     spec = recipe.fit.fine_tune
     facts = unfreeze(model, spec)
-    compile_model(model, recipe.compile.model_copy(update={"optimizer": spec.optimizer}))
+    compile_model(model, recipe.compile.model_copy(update={"optimizer": spec.optimizer}), recipe.model.type)
     return facts
 
 
@@ -183,9 +185,14 @@ class _Fitting:
         else:
             kept = f"the epochs before are kept in {run_dir.path}"
         raise TrainingDiverged(
-            f"{self.job}: the loss became {value} at epoch {epoch}, batch {batch}; training stopped and {kept}. "
+            f"{self.job}: {_loss_words(self.guard.loss_name)} became {value} at epoch {epoch}, batch {batch}; "
+            f"training stopped and {kept}. "
             f"Lower the learning rate, look for NaN/inf in the data, or clip gradients "
             f"(compile.optimizer: {{Adam: {{clipnorm: 1.0}}}})")
+
+
+def _loss_words(name: str) -> str:
+    return "the loss" if name == "loss" else name
 
 
 def _inputs(recipe, data, start: int, skip: int = 0) -> dict[str, Any]:

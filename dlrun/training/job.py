@@ -75,13 +75,14 @@ def preflight(recipe: Recipe, ds: Dataset | StreamedDataset, split: Split, base_
     the names of the metrics the model logs."""
     import keras
 
-    from dlrun.model.builder import check_data_fits
     from dlrun.training.callbacks import check_callbacks
+    from dlrun.training.samples import check_samples
 
     pipeline, data = _preflight_data(recipe, ds, split)
     x_few, y_few = data.few()
     model, _ = _compiled_model(recipe, x_few, _build_context(pipeline, base_dir))
-    names = check_data_fits(model, x_few, y_few)
+    names = _check_fits(recipe, model, x_few, y_few)
+    check_samples(recipe, model)
     has_validation = data.validation is not None if data.streamed else split.validation is not None
     check_callbacks(recipe, model, names, has_validation)
     if recipe.fit.fine_tune is not None:
@@ -90,6 +91,13 @@ def preflight(recipe: Recipe, ds: Dataset | StreamedDataset, split: Split, base_
     keras.backend.clear_session(free_memory=False)  # fresh layer names; skip the slow full GC
     keras.utils.set_random_seed(recipe.seed)  # …and from the seeded initial weights
     return pipeline, names
+
+
+def _check_fits(recipe: Recipe, model, x, y) -> list[str]:
+    """A few rows through the compiled model, as its kind checks them; the names it logs."""
+    from dlrun.model.kinds import KINDS
+
+    return KINDS[recipe.model.type].check(model, x, y)
 
 
 def preflight_model(recipe: Recipe, ds: Dataset | StreamedDataset, split: Split | None, base_dir=None):
@@ -151,7 +159,7 @@ def _compiled_model(recipe: Recipe, x, context):
     else:
         shapes, dtypes = np.shape(x)[1:], _input_dtype(x)
     model = build_model(recipe.model, shapes, name=recipe.name, input_dtype=dtypes, context=context)
-    compile_model(model, recipe.compile)
+    compile_model(model, recipe.compile, recipe.model.type)
     return model, context.facts
 
 
@@ -204,7 +212,6 @@ def run_job(
     ctx: JobContext, split: Split, *, epochs: int | None = None, evaluate_test: bool = True,
     pipeline: FittedPipeline | None = None,
 ) -> JobResult:
-    from dlrun.model.builder import check_data_fits
     from dlrun.model.plot import save_model_picture
     from dlrun.track.plots import plot_history
     from dlrun.training.fitting import train_stages
@@ -222,8 +229,8 @@ def run_job(
 
     x_few, y_few = data.few()
     model, facts = _compiled_model(recipe, x_few, _build_context(pipeline, ctx.base_dir))
-    if not preflighted:
-        check_data_fits(model, x_few, y_few)
+    if not preflighted or not model.built:  # a subclassed (plugin) model builds on its first batch
+        _check_fits(recipe, model, x_few, y_few)
     record_model_facts(ctx, facts)
     save_model_picture(model, run_dir.file("model.png"), ctx.reporter.note)  # skipped, noted, without graphviz
 
@@ -250,6 +257,10 @@ def run_job(
                 metrics.update(_evaluate(model, data.test, recipe.fit.batch_size, "test_", [stop]))
     if isinstance(ds, StreamedDataset) and ds.extra_metrics is not None and not pending():
         metrics.update(ds.extra_metrics(metrics))  # baselines, metrics in the target's own units
+    if not pending():
+        from dlrun.training.samples import finish_samples
+
+        finish_samples(ctx, model, data)  # a VAE's latent grid and scatter
     history = {k: [float(v) for v in vals] for k, vals in history.items()}
     run_dir.write_json("metrics.json", metrics)
     if recipe.tracking.log_model:

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from dlrun.data.dataset import Dataset, NamedArrays, StreamedDataset, plain, source_row
+from dlrun.data.dataset import Dataset, NamedArrays, StreamedDataset, plain, rows as take_rows, source_row
 from dlrun.errors import DataError
 
 CLASS_INDEX_LOSSES = {"sparse_categorical_crossentropy", "SparseCategoricalCrossentropy"}
@@ -29,6 +29,8 @@ BINARY_LOSSES = {"binary_crossentropy", "BinaryCrossentropy", "binary_focal_cros
 def check_labels_fit(recipe, dataset, splits, pipeline, base_dir=None) -> None:
     """Raise :class:`DataError` naming the part, the row and the fix for the first label the
     loss of its output cannot take."""
+    if recipe.compile.loss is None:  # a kind with its own losses (vae, gan) learns from the inputs alone
+        return
     losses = _losses(recipe, dataset)
     if not any(spec.name in CLASS_INDEX_LOSSES | BINARY_LOSSES for spec in losses.values()):
         return
@@ -127,6 +129,17 @@ def _check_streamed(recipe, ds: StreamedDataset, losses: dict, units: dict) -> N
                         f"give the last layer {len(classes)} units")
 
 
+def _output_shapes(model, x_few) -> list[tuple]:
+    """The shapes of the model's outputs; a subclassed model (a plugin's) shows them on a call."""
+    if getattr(model, "outputs", None):
+        return [tuple(t.shape) for t in model.outputs]
+    try:
+        out = model(take_rows(x_few, slice(0, 2)), training=False)
+    except Exception:  # noqa: BLE001 - a model without an inference path: nothing to check against
+        return []
+    return [tuple(np.shape(o)) for o in (out if isinstance(out, (list, tuple)) else [out])]
+
+
 def _output_units(recipe, dataset, split, pipeline, base_dir) -> dict[str | None, int]:
     """The last axis of each model output, from the model built again as the preflight built
     it (then cleared, so the run's own model gets the same names and initial weights)."""
@@ -144,8 +157,8 @@ def _output_units(recipe, dataset, split, pipeline, base_dir) -> dict[str | None
     if isinstance(outputs, dict):
         units = {name: int(t.shape[-1]) for name, t in outputs.items() if t.shape[-1] is not None}
     else:
-        shape = model.outputs[0].shape
-        units = {None: int(shape[-1])} if len(model.outputs) == 1 and shape[-1] is not None else {}
+        shapes = _output_shapes(model, x_few)
+        units = {None: int(shapes[0][-1])} if len(shapes) == 1 and shapes[0][-1] is not None else {}
     del model
     keras.backend.clear_session(free_memory=False)
     keras.utils.set_random_seed(recipe.seed)

@@ -80,15 +80,9 @@ def run_recipe(
     that run in its own directory and MLflow run, from its jobs' checkpoints. ``tags`` go on a new
     MLflow run (``mlflow.parentRunId`` nests it: ``dlrun tune``'s trials). ``executor`` runs
     K-fold's jobs (``dlrun.execution``; default: in this process, one after another)."""
-    from dlrun.data.dataset import StreamedDataset
-    from dlrun.data.sources import load_data
-    from dlrun.data.splits import apply_test_split
     from dlrun.report import Reporter
     from dlrun.track.mlflow_store import offline_notice
     from dlrun.track.rundir import RunDir
-    from dlrun.training.job import preflight
-    from dlrun.training.labels import check_labels_fit
-    from dlrun.training.protocols import PROTOCOLS, check_kfold_monitor
     from dlrun.training.resume import locked_run, recheck_resume
 
     recipe = loaded.recipe
@@ -104,19 +98,15 @@ def run_recipe(
     output_root = Path(output_root).resolve()
     experiment = recipe.tracking.experiment or recipe.name
 
-    # Input errors (data, splits, transforms, model shape, labels, the tracking store) surface
-    # here, before anything is created.
-    dataset = load_data(recipe.data, loaded.base_dir, recipe.seed, recipe.fit.batch_size)
-    if not isinstance(dataset, StreamedDataset):
-        dataset = apply_test_split(dataset, recipe.data.split, recipe.seed)
-    protocol = PROTOCOLS[recipe.evaluation.protocol]
-    splits = protocol.plan(recipe, dataset)
-    first_pipeline = None
-    if recipe.model is not None and recipe.evaluation.protocol != "baseline":
-        first_pipeline, logged = preflight(recipe, dataset, splits[0], loaded.base_dir)
-        if recipe.evaluation.protocol == "kfold":
-            check_kfold_monitor(recipe, logged)
-        check_labels_fit(recipe, dataset, splits, first_pipeline, loaded.base_dir)
+    # Input errors (data, splits, transforms, model shape, labels, a task's network and images,
+    # the tracking store) surface here, before anything is created.
+    if recipe.task is not None:  # a task that is not fit: the task is the protocol, its inputs the data
+        from dlrun.training.tasks import prepare_task
+
+        protocol = prepare_task(loaded, output_root, tracking_uri)
+        dataset, splits, first_pipeline = _TaskInputs(protocol.info), [], None
+    else:
+        protocol, dataset, splits, first_pipeline = _prepare_training(loaded)
     check_free_space(output_root)
     tracker = _open_store(output_root, experiment, tracking_uri, resume)
 
@@ -124,7 +114,7 @@ def run_recipe(
         run_dir = RunDir.create(output_root, experiment, recipe.tracking.run_name)
     else:
         run_dir = RunDir(resume.run_dir)
-    summary = RunSummary(None, str(run_dir.path), experiment, recipe.name, recipe.evaluation.protocol, "RUNNING")
+    summary = RunSummary(None, str(run_dir.path), experiment, recipe.name, procedure(recipe), "RUNNING")
     try:
         with locked_run(run_dir.path):  # while it runs, a --resume of it from elsewhere is refused
             if resume is not None:
@@ -138,6 +128,41 @@ def run_recipe(
         raise
     reporter.run_finished(summary.to_dict())
     return summary
+
+
+@dataclass
+class _TaskInputs:
+    info: dict  # what data.json records of a task: its network and images
+
+
+def procedure(recipe) -> str:
+    """What a run does: its task (deep_dream, explain…) or its evaluation protocol."""
+    return recipe.task.kind if recipe.task is not None else recipe.evaluation.protocol
+
+
+def _prepare_training(loaded: LoadedRecipe):
+    """The data, its splits, and the first job tried on a few rows: ``(protocol, dataset, splits,
+    the first split's fitted pipeline)``."""
+    from dlrun.data.dataset import StreamedDataset
+    from dlrun.data.sources import load_data
+    from dlrun.data.splits import apply_test_split
+    from dlrun.training.job import preflight
+    from dlrun.training.labels import check_labels_fit
+    from dlrun.training.protocols import PROTOCOLS, check_kfold_monitor
+
+    recipe = loaded.recipe
+    dataset = load_data(recipe.data, loaded.base_dir, recipe.seed, recipe.fit.batch_size)
+    if not isinstance(dataset, StreamedDataset):
+        dataset = apply_test_split(dataset, recipe.data.split, recipe.seed)
+    protocol = PROTOCOLS[recipe.evaluation.protocol]
+    splits = protocol.plan(recipe, dataset)
+    first_pipeline = None
+    if recipe.model is not None and recipe.evaluation.protocol != "baseline":
+        first_pipeline, logged = preflight(recipe, dataset, splits[0], loaded.base_dir)
+        if recipe.evaluation.protocol == "kfold":
+            check_kfold_monitor(recipe, logged)
+        check_labels_fit(recipe, dataset, splits, first_pipeline, loaded.base_dir)
+    return protocol, dataset, splits, first_pipeline
 
 
 def _open_store(output_root: Path, experiment: str, tracking_uri: str | None, resume):
@@ -271,7 +296,7 @@ def _start_tracking(loaded: LoadedRecipe, tracker, run_dir, extra_tags=None):
     tags = {
         "dlrun.recipe": recipe.name,
         "dlrun.recipe_file": str(loaded.path),
-        "dlrun.protocol": recipe.evaluation.protocol,
+        "dlrun.protocol": procedure(recipe),
         "dlrun.run_dir": str(run_dir.path),
         **recipe.tracking.tags,
         **(extra_tags or {}),
