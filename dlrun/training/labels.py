@@ -29,7 +29,7 @@ BINARY_LOSSES = {"binary_crossentropy", "BinaryCrossentropy", "binary_focal_cros
 def check_labels_fit(recipe, dataset, splits, pipeline, base_dir=None) -> None:
     """Raise :class:`DataError` naming the part, the row and the fix for the first label the
     loss of its output cannot take."""
-    losses = _losses(recipe, dataset)
+    losses = output_losses(recipe, dataset)
     if not any(spec.name in CLASS_INDEX_LOSSES | BINARY_LOSSES for spec in losses.values()):
         return
     units = _output_units(recipe, dataset, splits[0], pipeline, base_dir) \
@@ -47,7 +47,7 @@ def check_labels_fit(recipe, dataset, splits, pipeline, base_dir=None) -> None:
                 raise DataError(f"data: the {part}'s label{target} on {where} {text}")
 
 
-def _losses(recipe, dataset) -> dict[str | None, Any]:
+def output_losses(recipe, dataset) -> dict[str | None, Any]:
     """Each output's loss spec (``None``: the model's one output); one loss for named targets
     is each target's."""
     loss = recipe.compile.loss

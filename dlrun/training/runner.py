@@ -88,6 +88,7 @@ def run_recipe(
     from dlrun.training.labels import check_labels_fit
     from dlrun.training.protocols import PROTOCOLS, check_kfold_monitor
     from dlrun.training.resume import locked_run, recheck_resume
+    from dlrun.training.split_checks import check_parts
 
     recipe = loaded.recipe
     reporter = reporter or Reporter()
@@ -102,6 +103,8 @@ def run_recipe(
         dataset = apply_test_split(dataset, recipe.data.split, recipe.seed)
     protocol = PROTOCOLS[recipe.evaluation.protocol]
     splits = protocol.plan(recipe, dataset)
+    for warning in check_parts(recipe, dataset, splits):  # one-class parts refused, nothing held out said
+        reporter.warn(warning)
     first_pipeline = None
     if recipe.model is not None and recipe.evaluation.protocol != "baseline":
         first_pipeline, logged = preflight(recipe, dataset, splits[0], loaded.base_dir)
