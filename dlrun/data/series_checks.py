@@ -63,11 +63,13 @@ def in_time_order(table, times, spec, path: Path, warnings: list[str]):
 
 def _series_hint(table, spec) -> tuple[str, str]:
     """A text column that may name several series (a station), said with the fix."""
+    import pandas as pd
+
     for column in table.columns:
         if column == spec.time_column or column in (spec.columns or ()):
             continue
         values = table[column]
-        if values.dtype == object and 2 <= values.nunique() <= 20:
+        if not pd.api.types.is_numeric_dtype(values) and 2 <= values.nunique() <= 20:
             names = sorted(map(str, values.dropna().unique()))
             return (f" (the column '{column}' holds {len(names)} values, {', '.join(names[:5])}"
                     f"{', …' if len(names) > 5 else ''}: one series each?)", f", e.g. the rows of one '{column}'")

@@ -41,12 +41,13 @@ def check_parts(recipe, dataset, splits: list[Split]) -> list[str]:
     """Raise :class:`DataError` (or a located :class:`RecipeError`) for a split that cannot give a
     right result; return the warnings to say (also written to ``dataset.info["warnings"]``)."""
     warnings = list(dataset.info.get("warnings", []))
+    streamed = isinstance(dataset, StreamedDataset)
     if recipe.model is not None and recipe.evaluation.protocol != "baseline":
-        if isinstance(dataset, StreamedDataset):
-            warnings += _folder_class_warnings(recipe, dataset)
+        if getattr(recipe, "compile", None) is not None:  # a loss that may classify
+            warnings += _folder_class_warnings(recipe, dataset) if streamed else \
+                _class_warnings(recipe, dataset, splits)
+        if streamed:
             warnings += _steps_warnings(recipe, dataset)
-        else:
-            warnings += _class_warnings(recipe, dataset, splits)
     warnings += _held_out_warnings(recipe, dataset, splits)
     if warnings:
         dataset.info["warnings"] = warnings
@@ -223,7 +224,8 @@ def _steps_warnings(recipe, ds: StreamedDataset) -> list[str]:
         have = _batches(parts.get("validation"), batch)
         if have is not None and fit.validation_steps > have:
             raise RecipeError([recipe.issue(("fit", "validation_steps"), (
-                f"{fit.validation_steps} batches, but the validation part is {have} batches ({_size(parts['validation'])} "
+                f"{fit.validation_steps} batches, but the validation part is {have} batch{'es' if have > 1 else ''} "
+                f"({_size(parts['validation'])} "
                 f"in batches of {batch}): Keras would run out of validation data — set fit.validation_steps: {have} "
                 f"or less, or leave it out (the whole part)"))])
     have = _batches(parts.get("train"), batch)
