@@ -329,7 +329,7 @@ def validate(
     from dlrun.recipe.loading import load_recipe
     from dlrun.recipe.permissions import granted
 
-    failed = 0
+    failed, warnings = 0, {}  # each warning once, with the recipes it was found in
     for path in recipes:
         try:
             with granted(network=allow_network, read=allow_read or ()):
@@ -341,13 +341,24 @@ def validate(
             _err(str(exc))
             continue
         for warning in loaded.warnings:
-            _err(f"warning: {warning}")
+            warnings.setdefault(warning, []).append(path)
         if not quiet:
             print(f"ok: {path}")
         _show_plugins(path, loaded.recipe.plugins, quiet)
+    for warning, found_in in warnings.items():
+        _err(f"warning: {warning}{_validated_in(warning, found_in)}")
     if failed:
         _err(f"{failed} of {len(recipes)} recipe{'s' if len(recipes) != 1 else ''} invalid.")
         raise typer.Exit(EXIT_USAGE)
+
+
+def _validated_in(warning, recipes: list[Path]) -> str:
+    """`` (in a.yaml, b.yaml)``: the recipes validated that a warning located elsewhere (a file
+    they extend, a --set) concerns; nothing when it is one recipe's own line."""
+    if len(recipes) == 1 and Path(warning.location.file) == recipes[0].resolve():
+        return ""
+    listed = ", ".join(map(str, recipes[:5])) + (f" and {len(recipes) - 5} more" if len(recipes) > 5 else "")
+    return f" (in {listed})"
 
 
 def _show_plugins(path: Path, plugins: list[str], quiet: bool) -> None:

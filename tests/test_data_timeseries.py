@@ -219,7 +219,9 @@ def test_missing_values_interpolate_linearly_and_hold_the_ends(tmp_path):
     ds = load(gappy_csv(tmp_path), lookback=1, step=1, delay=0, missing="interpolate", target="b", batch_size=20)
     x, y = arrays(ds.train())
     assert x[:, 0, 1].tolist() == [1.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]  # 0 ← 1; 4, 5 on the line
-    assert ds.info["missing"] == {"policy": "interpolate", "values": {"b": 3}}
+    assert ds.info["missing"] == {"policy": "interpolate", "values": {"b": 3}, "longest_gap": {"b": 2}}
+    (warning,) = ds.info["warnings"]  # 3 of 10 rows made up: said before training
+    assert "column 'b'" in warning and "3 of its 10 rows (30%; the longest gap 2 rows)" in warning
 
 
 def test_missing_values_drop_their_rows(tmp_path):

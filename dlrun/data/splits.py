@@ -176,6 +176,29 @@ def _as_label_vector(y: np.ndarray) -> np.ndarray | None:
 _CLASSIFICATION_LOSS_WORDS = ("crossentropy", "hinge")
 
 
+def is_classification_loss(name: str) -> bool:
+    """Any cross-entropy or hinge loss, in snake_case or CamelCase."""
+    loss = name.lower().replace("_", "")
+    return any(word in loss for word in _CLASSIFICATION_LOSS_WORDS)
+
+
+def class_labels(y, loss_name: str) -> np.ndarray | None:
+    """One integer class per row of ``y`` under a classification loss: integer labels of shape
+    (n,) or (n, 1), or one-hot rows for a categorical (not sparse) loss; ``None`` for anything
+    else (values, multi-hot rows, named targets, a loss that does not classify)."""
+    if isinstance(y, NamedArrays) or not is_classification_loss(loss_name):
+        return None
+    labels = _as_label_vector(y)
+    if labels is not None:
+        return labels
+    y = np.asarray(y)
+    sparse = "sparse" in loss_name.lower()
+    if sparse or "categorical" not in loss_name.lower() or y.ndim != 2 or y.dtype == object or not len(y):
+        return None
+    one_hot = np.isin(y, (0, 1)).all() and (y.sum(axis=1) == 1).all()
+    return np.argmax(y, axis=1) if one_hot else None
+
+
 def resolve_stratify(setting: Literal["auto"] | bool, y: np.ndarray, loss_name: str | list[str]) -> bool:
     """``auto``: stratify when y holds integer labels and the loss is a classification one
     (any cross-entropy or hinge loss, in snake_case or CamelCase); never for named targets
@@ -186,6 +209,4 @@ def resolve_stratify(setting: Literal["auto"] | bool, y: np.ndarray, loss_name: 
         loss_name = loss_name[0] if len(loss_name) == 1 else ""
     if isinstance(y, NamedArrays) or not loss_name:
         return False
-    loss = loss_name.lower().replace("_", "")
-    is_classification = any(word in loss for word in _CLASSIFICATION_LOSS_WORDS)
-    return is_classification and _as_label_vector(y) is not None
+    return is_classification_loss(loss_name) and _as_label_vector(y) is not None

@@ -37,6 +37,7 @@ import numpy as np
 from dlrun.data.dataset import StreamedDataset
 from dlrun.data.files import readable, resolve_path
 from dlrun.data.finite import check_array
+from dlrun.data.series_checks import NOTABLE_SHARE, in_time_order, interpolation_said, longest_gap
 from dlrun.data.windows import Windows, batches, last_value_mae, window_dataset, window_stream
 from dlrun.errors import DataError, did_you_mean
 
@@ -49,14 +50,17 @@ def load_timeseries(spec, base_dir: Path, *, seed: int, batch_size: int) -> Stre
     path = _series_file(spec.path, base_dir)
     table = _read_table(path, spec.delimiter)
     info: dict = {"path": str(path), "rows_in_file": len(table)}
+    warnings: list[str] = []
     if spec.time_column is not None:
-        info["time"] = _time_facts(table, spec.time_column, path)
+        table, info["time"] = in_time_order(table, _parse_times(table, spec.time_column, path), spec, path, warnings)
     columns, skipped = _columns(table, spec, path)
-    values, missing = _handle_missing(table, columns, spec, path)
+    values, missing = _handle_missing(table, columns, spec, path, warnings)
     if skipped:
         info["skipped_columns"] = skipped
     if missing:
         info["missing"] = missing
+    if warnings:
+        info["warnings"] = warnings  # said before training (dlrun.training.split_checks)
 
     windows = Windows(spec.lookback, spec.step, spec.delay)
     ranges = resolve_ranges(spec, len(values), windows)
@@ -142,8 +146,8 @@ def _known(name: str, columns: list[str], where: str, path: Path) -> None:
         raise DataError(f"{where}: {path} has no column '{name}' (its columns: {', '.join(columns)}){hint}")
 
 
-def _time_facts(table, name: str, path: Path) -> dict:
-    """First and last time stamps, and whether they are in order (the Jena ``dd.mm.yyyy`` form first)."""
+def _parse_times(table, name: str, path: Path):
+    """The time column as date-times (the Jena ``dd.mm.yyyy`` form first)."""
     import pandas as pd
 
     _known(name, list(table.columns), "data.time_column", path)
@@ -163,8 +167,11 @@ def _time_facts(table, name: str, path: Path) -> dict:
         except (ValueError, TypeError) as error:
             raise DataError(f"data.time_column: column '{name}' of {path} is not a date-time column "
                             f"({error})") from error
-    return {"column": name, "first": str(times.iloc[0]), "last": str(times.iloc[-1]),
-            "in_order": bool(times.is_monotonic_increasing)}
+    if times.isna().any():
+        line = int(times.index[times.isna()][0]) + 2
+        raise DataError(f"data.time_column: column '{name}' of {path} has an empty time on line {line}; every row "
+                        f"of a series needs its time")
+    return times
 
 
 def _columns(table, spec, path: Path) -> tuple[list[str], list[str]]:
@@ -204,7 +211,7 @@ def _not_numeric(table, name: str, where: str, path: Path):
                     f"hold numbers (name the numeric ones in data.columns)")
 
 
-def _handle_missing(table, columns: list[str], spec, path: Path) -> tuple[np.ndarray, dict]:
+def _handle_missing(table, columns: list[str], spec, path: Path, warnings: list[str]) -> tuple[np.ndarray, dict]:
     """The columns as float64 rows, after ``missing``: error, interpolate (linear, ends held) or drop."""
     frame = table[columns].astype(np.float64)
     for name in columns:  # missing values have a policy; an infinite one is never a reading
@@ -224,10 +231,17 @@ def _handle_missing(table, columns: list[str], spec, path: Path) -> tuple[np.nda
     facts = {"policy": spec.missing, "values": counts}
     if spec.missing == "drop":
         frame = frame.dropna()
-        facts["rows_dropped"] = len(table) - len(frame)
+        facts["rows_dropped"] = dropped = len(table) - len(frame)
         if frame.empty:
             raise DataError(f"data.missing: drop leaves no rows of {path}: every row has an empty value")
+        if dropped >= NOTABLE_SHARE * len(table):  # said: windows now span holes
+            worst = max(counts, key=counts.get)
+            warnings.append(f"data.missing: drop removes {dropped} of the {len(table)} rows of {path} "
+                            f"({dropped / len(table):.0%}; column '{worst}' is empty in {counts[worst]}): a window "
+                            f"spans the holes as if the rows around them were consecutive")
     else:
+        facts["longest_gap"] = gaps = {c: longest_gap(frame[c].isna().to_numpy()) for c in counts}
+        interpolation_said(counts, gaps, len(frame), spec, path, warnings)
         frame = frame.interpolate(method="linear", limit_direction="both")
         empty = [c for c in columns if frame[c].isna().any()]
         if empty:

@@ -58,16 +58,68 @@ class MultiHot(Transform):
 def _flatten_sequences(a) -> tuple[np.ndarray, np.ndarray]:
     """(sample row, index) pairs of sequences given as an object array, 2-D or 1-D ints."""
     if a.dtype == object:
-        seqs = [np.asarray(s, dtype=np.int64).ravel() for s in a]
+        seqs = [_indices(s.ravel(), "multi_hot", i) for i, s in enumerate(_sequences(a, "multi_hot"))]
         lengths = [len(s) for s in seqs]
         cols = np.concatenate(seqs) if seqs else np.zeros(0, np.int64)
     else:
-        ints = np.asarray(a).reshape(len(a), -1)
-        if not (np.issubdtype(ints.dtype, np.integer) or np.all(ints == np.round(ints))):
-            raise DataError("multi_hot needs integer indices; these values are not integers")
+        _refuse_text(a, "multi_hot")
+        ints = _numeric(a, "multi_hot").reshape(len(a), -1)  # 1-D: one index per sample
         lengths = [ints.shape[1]] * len(a)
-        cols = ints.ravel().astype(np.int64)
+        cols = _indices(ints, "multi_hot").ravel()
     return np.repeat(np.arange(len(a)), lengths), cols
+
+
+# What a step that takes word or token indices says when it gets raw text.
+_TEXT_FIX = "put a text_vectorization step (output_mode: int) before it"
+
+
+def _refuse_text(a: np.ndarray, name: str, fix: str = _TEXT_FIX) -> None:
+    """Raw text reaching a step that takes numbers: the recipe misses a text_vectorization step."""
+    if a.dtype.kind in "US" and a.size:
+        first, sample = a.reshape(-1)[0], 0
+    elif a.dtype == object:
+        sample = next((i for i, s in enumerate(a) if isinstance(s, (str, bytes))), None)
+        if sample is None:
+            return
+        first = a[sample]
+    else:
+        return
+    text = first.decode("utf-8", "replace") if isinstance(first, bytes) else str(first)
+    preview = repr(text[:40] + ("…" if len(text) > 40 else ""))
+    raise DataError(f"sample {sample} is text ({preview}), but {name} takes numbers — {fix}")
+
+
+def _sequences(a: np.ndarray, name: str) -> list[np.ndarray]:
+    """Each sample as a NumPy array of numbers: rows of a numeric array (2-D or more), or the
+    sequences of an object array; raw text and non-numeric samples are refused."""
+    _refuse_text(a, name)
+    if a.dtype != object:
+        values = _numeric(a, name)
+        if values.ndim < 2:
+            raise DataError(f"{name} takes one sequence per sample; each sample here is one number (shape "
+                            f"{list(values.shape)})")
+        return list(values)
+    seqs = []
+    for i, sample in enumerate(a):
+        values = np.asarray(sample)
+        if values.ndim == 0 or not (np.issubdtype(values.dtype, np.number) or values.dtype == bool):
+            raise DataError(f"sample {i} is {type(sample).__name__} {str(sample)[:40]!r}, not a sequence of numbers: "
+                            f"{name} takes one sequence of numbers per sample")
+        seqs.append(values)
+    return seqs
+
+
+def _indices(values: np.ndarray, name: str, sample: int | None = None) -> np.ndarray:
+    """Whole-number values as int64 indices; a fraction (or NaN) would be cut to an index silently.
+    ``values``: one sample's (``sample``: its number), or one row per sample."""
+    if np.issubdtype(values.dtype, np.floating):
+        bad = ~np.isfinite(values) | (values != np.round(values))
+        if bad.any():
+            where = np.argwhere(bad)[0]
+            row = sample if sample is not None else int(where[0])
+            raise DataError(f"sample {row} holds {values[tuple(where)]:g}, not an index: {name} takes whole numbers "
+                            f"(word or class indices)")
+    return values.astype(np.int64)
 
 
 class OneHot(Transform):
@@ -103,9 +155,10 @@ class OneHot(Transform):
 
 def _labels(a) -> np.ndarray:
     a = np.asarray(a)
+    _refuse_text(a, "one_hot", "number the classes 0 … k−1 (a CSV's text labels are numbered by dlrun)")
     if a.ndim == 2 and a.shape[1] == 1:  # as to_categorical: (n, 1) labels → (n, classes)
         a = a[:, 0]
-    ok = a.ndim == 1 and a.dtype != object and (
+    ok = a.ndim == 1 and a.dtype.kind in "biuf" and (
         np.issubdtype(a.dtype, np.integer) or np.all(a == np.round(a)))
     if not ok or (len(a) and a.min() < 0):
         raise DataError(f"one_hot needs one non-negative integer label per sample; got shape "
@@ -154,13 +207,18 @@ class Reshape(Transform):
 
 
 class PadSequences(Transform):
+    """Keras' ``pad_sequences``: int32 rows of word indices, float32 where the sequences (or the
+    padding ``value``) hold fractions — they would be cut to integers otherwise."""
+
     def apply(self, a):
         from keras.utils import pad_sequences
 
         value = self.spec.value
-        return pad_sequences(list(a), maxlen=self.spec.maxlen, padding=self.spec.padding,
-                             truncating=self.spec.truncating, value=value,
-                             dtype="int32" if float(value).is_integer() else "float32")
+        seqs = _sequences(a, "pad_sequences")
+        whole = float(value).is_integer() and all(
+            not np.issubdtype(s.dtype, np.floating) or np.all(s == np.round(s)) for s in seqs)
+        return pad_sequences(seqs, maxlen=self.spec.maxlen, padding=self.spec.padding,
+                             truncating=self.spec.truncating, value=value, dtype="int32" if whole else "float32")
 
 
 class TextVectorization(Transform):
@@ -251,6 +309,7 @@ def _strings(a) -> np.ndarray:
 
 def _numeric(a, name: str) -> np.ndarray:
     a = np.asarray(a)
+    _refuse_text(a, name)
     if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
         raise DataError(f"{name} needs numeric arrays, not {a.dtype} (variable-length "
                         f"sequences need multi_hot or pad_sequences first)")

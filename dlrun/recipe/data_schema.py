@@ -198,6 +198,14 @@ class TimeseriesData(Strict):
     shuffle: bool = True
     missing: Literal["error", "interpolate", "drop"] = "error"
     delimiter: str = ","
+    sort: bool = Field(default=False, description="sort the rows by time_column first (stable); without it, rows "
+                                                  "that go back in time are refused")
+
+    @model_validator(mode="after")
+    def _sort_needs_time(self) -> "TimeseriesData":
+        if self.sort and self.time_column is None:
+            raise ValueError("sort: true sorts the rows by time: it needs data.time_column")
+        return self
 
 
 DataSpec = Annotated[

@@ -6,6 +6,8 @@ Every problem of the file is collected and raised at once as a :class:`RecipeErr
 from __future__ import annotations
 
 import copy
+import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +17,7 @@ from pydantic import ValidationError
 
 from dlrun.errors import Location, RecipeError, RecipeIssue
 from dlrun.recipe.catalog import check_recipe_objects
-from dlrun.recipe.reads import input_record, reach_problem, read_paths, rebase_paths  # noqa: F401 - re-exported
+from dlrun.recipe.reads import URL, input_record, reach_problem, read_paths, rebase_paths  # noqa: F401 - re-exported
 from dlrun.recipe.schema import Recipe
 from dlrun.recipe.validation import pydantic_issues
 from dlrun.recipe.yaml_source import Path_, SourceMap, YamlProblem, format_path, load_yaml_text
@@ -140,8 +142,13 @@ def parse_dotted(key: str) -> Path_ | None:
     return tuple(parts) if pos == len(key) else None
 
 
-def apply_override(raw: dict, source: SourceMap, text: str, index: int) -> None:
-    """Apply one ``--set dotted.key=value`` (the value read as YAML) in place."""
+def apply_override(raw: dict, source: SourceMap, text: str, index: int) -> str:
+    """Apply one ``--set dotted.key=value`` (the value read as YAML) in place; returns the override
+    as it is recorded: file paths in it made absolute (:func:`_paths_from_cwd`).
+
+    Setting a section's kind (``data.source``, ``evaluation.protocol``, ``model.type``) to another
+    one starts that section anew, as ``extends`` does: only the keys given on the command line
+    before stay (the old kind's keys would mean nothing, or something else)."""
     where = Location(f"--set #{index + 1} '{text}'")
     key, sep, value_text = text.partition("=")
     path = parse_dotted(key.strip())
@@ -168,12 +175,49 @@ def apply_override(raw: dict, source: SourceMap, text: str, index: int) -> None:
             raise RecipeError([RecipeIssue(where, format_path(path), "no such list item to set")])
     elif not isinstance(node, dict):
         raise RecipeError([RecipeIssue(where, format_path(path), "cannot set a key inside a non-mapping value")])
+    if _KIND_KEYS.get(path[:-1]) == last and last in node and node[last] != value:
+        _start_section_anew(node, source, path[:-1])
     node[last] = value
     # Everything under the overridden key now comes from the command line.
     for table in (source.values, source.keys):
         for p in [p for p in table if p[: len(path)] == path]:
             del table[p]
         table[path] = where
+    return _paths_from_cwd(raw, path, key.strip(), value) or text
+
+
+def _from_command_line(source: SourceMap, path: Path_) -> bool:
+    return source.locate(path).file.startswith("--set #")
+
+
+def _start_section_anew(section: dict, source: SourceMap, at: Path_) -> None:
+    """Drop a section's keys but those set on the command line (its kind is about to change)."""
+    for key in [k for k in section if not _from_command_line(source, at + (k,))]:
+        del section[key]
+        for table in (source.values, source.keys):
+            for p in [p for p in table if p[: len(at) + 1] == at + (key,)]:
+                del table[p]
+
+
+def _paths_from_cwd(raw: dict, path: Path_, key: str, value: Any) -> str | None:
+    """A file path given with ``--set`` is relative to the shell's folder, as any command line's
+    is (a recipe's own paths stay relative to its file): made absolute in ``raw`` here. Returns the
+    override rewritten with those paths, or None when it holds no relative path."""
+    changed = False
+    for place, text in list(read_paths(raw)):
+        if place[: len(path)] != path or Path(text).expanduser().is_absolute() or URL.match(text):
+            continue
+        node = raw
+        for part in place[:-1]:
+            node = node[part]
+        node[place[-1]] = os.path.abspath(text)
+        changed = True
+    if not changed:
+        return None
+    node = raw
+    for part in path:
+        node = node[part]
+    return f"{key}={json.dumps(node, ensure_ascii=False)}"  # JSON is YAML: read back as the same value
 
 
 _UNUSABLE_PATH = "not a usable path (it holds a NUL byte or a name too long for the file system)"
@@ -193,8 +237,10 @@ def _read_issues(raw: dict, recipe: Recipe, base_dir: Path, source: SourceMap
         resolved, problem = reach_problem(text, base_dir, trusted, place)
         if problem:
             refused.append(_issue(source, place, problem))
+        if resolved is None:  # a URL, a path no file system can hold
             continue
-        reads.append((place, text, resolved))
+        if not problem:
+            reads.append((place, text, resolved))
         kind = _FOLDER_SOURCES.get(recipe.data.source) if place == ("data", "path") else None
         if kind == "folder" and not resolved.is_dir():
             missing.append(_issue(source, place, f"no such folder: {resolved}"))
@@ -223,10 +269,9 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = (), *, require_data
     (:mod:`dlrun.recipe.permissions`)."""
     path = Path(path)
     raw, source, files = _load_with_extends(path, ())
-    overrides = list(overrides)
     raw = copy.deepcopy(raw)
-    for i, text in enumerate(overrides):
-        apply_override(raw, source, text, i)
+    # Recorded with their paths absolute: a resumed run or a tuning trial replays them anywhere.
+    overrides = [apply_override(raw, source, text, i) for i, text in enumerate(overrides)]
     raw.setdefault("name", path.stem)
 
     issues = [_issue(source, p, msg, at_key) for p, msg, at_key in check_recipe_objects(raw)]

@@ -38,7 +38,7 @@ _READ_NAMES = {"path", "filepath", "filename", "file", "directory", "vocabulary"
 _READ_SUFFIXES = ("_path", "_file", "_filepath", "_filename", "_dir", "_directory")
 # Arguments whose text is no local file: RemoteMonitor's URL parts (a network callback).
 _NOT_READ = {("RemoteMonitor", "path"), ("RemoteMonitor", "root")}
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 ALLOW_READ_ENV = "DLRUN_ALLOW_READ"
 HASHED_UP_TO = 256 * 2**20  # bigger files are recorded by size and time only
 
@@ -135,7 +135,7 @@ def resolve_read(text: str, base_dir: Path) -> Path:
 def reach_problem(text: str, base_dir: Path, trusted: bool, place: Path_ = ()) -> tuple[Path | None, str | None]:
     """``(resolved path, why it may not be read)``; ``trusted``: the user gave it on the command line;
     ``place``: where the recipe names it (for the hint)."""
-    if _URL.match(text):
+    if URL.match(text):
         return None, "is a URL: a recipe reads local files only (download it, and name the file)"
     try:
         resolved = resolve_read(text, base_dir)
@@ -188,7 +188,7 @@ def rebase_paths(resolved: dict, base_dir: Path) -> dict:
     stay as written; callback paths are relative to the run folder, not the recipe, and stay too."""
     out = copy.deepcopy(resolved)
     for place, text in list(read_paths(out)):
-        if not Path(text).expanduser().is_absolute() and not _URL.match(text):
+        if not Path(text).expanduser().is_absolute() and not URL.match(text):
             node = out
             for part in place[:-1]:
                 node = node[part]

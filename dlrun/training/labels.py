@@ -31,7 +31,7 @@ def check_labels_fit(recipe, dataset, splits, pipeline, base_dir=None) -> None:
     loss of its output cannot take."""
     if recipe.compile.loss is None:  # a kind with its own losses (vae, gan) learns from the inputs alone
         return
-    losses = _losses(recipe, dataset)
+    losses = output_losses(recipe, dataset)
     if not any(spec.name in CLASS_INDEX_LOSSES | BINARY_LOSSES for spec in losses.values()):
         return
     units = _output_units(recipe, dataset, splits[0], pipeline, base_dir) \
@@ -49,7 +49,7 @@ def check_labels_fit(recipe, dataset, splits, pipeline, base_dir=None) -> None:
                 raise DataError(f"data: the {part}'s label{target} on {where} {text}")
 
 
-def _losses(recipe, dataset) -> dict[str | None, Any]:
+def output_losses(recipe, dataset) -> dict[str | None, Any]:
     """Each output's loss spec (``None``: the model's one output); one loss for named targets
     is each target's."""
     loss = recipe.compile.loss

@@ -106,7 +106,7 @@ def run_recipe(
         protocol = prepare_task(loaded, output_root, tracking_uri)
         dataset, splits, first_pipeline = _TaskInputs(protocol.info), [], None
     else:
-        protocol, dataset, splits, first_pipeline = _prepare_training(loaded)
+        protocol, dataset, splits, first_pipeline = _prepare_training(loaded, reporter)
     check_free_space(output_root)
     tracker = _open_store(output_root, experiment, tracking_uri, resume)
 
@@ -140,7 +140,7 @@ def procedure(recipe) -> str:
     return recipe.task.kind if recipe.task is not None else recipe.evaluation.protocol
 
 
-def _prepare_training(loaded: LoadedRecipe):
+def _prepare_training(loaded: LoadedRecipe, reporter):
     """The data, its splits, and the first job tried on a few rows: ``(protocol, dataset, splits,
     the first split's fitted pipeline)``."""
     from dlrun.data.dataset import StreamedDataset
@@ -149,6 +149,7 @@ def _prepare_training(loaded: LoadedRecipe):
     from dlrun.training.job import preflight
     from dlrun.training.labels import check_labels_fit
     from dlrun.training.protocols import PROTOCOLS, check_kfold_monitor
+    from dlrun.training.split_checks import check_parts
 
     recipe = loaded.recipe
     dataset = load_data(recipe.data, loaded.base_dir, recipe.seed, recipe.fit.batch_size)
@@ -156,6 +157,8 @@ def _prepare_training(loaded: LoadedRecipe):
         dataset = apply_test_split(dataset, recipe.data.split, recipe.seed)
     protocol = PROTOCOLS[recipe.evaluation.protocol]
     splits = protocol.plan(recipe, dataset)
+    for warning in check_parts(recipe, dataset, splits):  # one-class parts refused, nothing held out said
+        reporter.warn(warning)
     first_pipeline = None
     if recipe.model is not None and recipe.evaluation.protocol != "baseline":
         first_pipeline, logged = preflight(recipe, dataset, splits[0], loaded.base_dir)
