@@ -25,10 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from dlrun.errors import UsageError, did_you_mean
-from dlrun.track.rundir import HISTORY_FILE, STATUS_FILE, RunDir, safe_name
+from dlrun.track.rundir import HISTORY_FILE, MODEL_FILE, STATUS_FILE, RunDir, safe_name
 
 KFOLD_CURVES = "kfold_curves.json"
-MODEL_FILE = "model.keras"
 RECIPE_FILE = "recipe.yaml"
 LOCK_FILE = ".lock"
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")

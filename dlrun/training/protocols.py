@@ -281,8 +281,7 @@ def _refit(ctx: ProtocolContext, epochs: int) -> dict[str, float]:
     final_dir = ctx.run_dir.child("final")
     ctx.reporter.note(f"refit on all {len(split.train)} training samples for {epochs} epochs")
     result = run_job(ctx.job_context(final_dir, None), split, epochs=epochs)
-    if ctx.tracked is not None:
-        ctx.tracked.log_artifacts(final_dir.path, "final")
+    if ctx.tracked is not None:  # final/'s files go up with the run's (dlrun.track.rundir.log_run_files)
         _log_model(ctx.tracked, final_dir, result.model)
     return {**result.metrics, "refit_epochs": epochs}
 

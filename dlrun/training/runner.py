@@ -176,7 +176,8 @@ class _Run:
             except KeyboardInterrupt as exc:  # a signal in the instant between the outcome and its recording
                 outcome = ("KILLED", _interrupted(exc), exc)
             status, error, exc = outcome
-            uploaded = _finish(summary, self.run_dir, self.tracked, status, error)
+            keep = self.loaded.recipe.fit.keep_checkpoint
+            uploaded = _finish(summary, self.run_dir, self.tracked, status, error, keep)
             late = interrupts.ending_signals()
         if exc is not None or late:
             self.reporter.close()
@@ -292,16 +293,21 @@ def _interrupted(exc: BaseException) -> str:
     return f"interrupted ({', then '.join(_signals(exc))})"
 
 
-def _finish(summary: RunSummary, run_dir, tracked, status: str, error: str | None) -> bool:
+def _finish(summary: RunSummary, run_dir, tracked, status: str, error: str | None,
+            keep_checkpoint: bool = False) -> bool:
     """Record the run's final state in run.json and MLflow; the upload of its files in between
-    is the one step a signal may cut short. True when the files were all uploaded."""
-    from dlrun.track.rundir import log_run_files
+    is the one step a signal may cut short. True when the files were all uploaded. A FINISHED
+    run cannot be resumed, so its jobs' checkpoints go (unless ``fit.keep_checkpoint``); a run that
+    failed or was interrupted keeps them, its finished folds' too, for ``--resume``."""
+    from dlrun.track.rundir import log_run_files, remove_checkpoints
     from dlrun.training.interrupts import cut_short, ending_signals
 
     summary.status = status
     uploaded = True
     try:
         run_dir.write_status(status, error=error, metrics=summary.metrics)
+        if status == "FINISHED" and not keep_checkpoint:
+            remove_checkpoints(run_dir.path)
         if tracked is None:
             return True
         uploaded = cut_short(lambda: log_run_files(tracked, run_dir.path, skip={"folds"}))  # folds: their runs'
