@@ -229,7 +229,6 @@ def run_job(
 
     epochs = epochs or recipe.fit.epochs
     fine_tune = recipe.fit.fine_tune
-    ctx.reporter.job_started(split.name, epochs + (fine_tune.epochs if fine_tune else 0))
     earlier, checkpoint = {}, None
     if ctx.resume:  # the epochs before the checkpoint stay; MLflow gets any it missed
         from dlrun.training.checkpoints import load_checkpoint
@@ -238,6 +237,8 @@ def run_job(
         checkpoint = load_checkpoint(run_dir.path)
         earlier = run_dir.truncate_history(checkpoint.epoch if checkpoint is not None else 0)
         relog_missing_epochs(ctx.tracked, earlier)
+    ctx.reporter.job_started(split.name, epochs + (fine_tune.epochs if fine_tune else 0),
+                             done=checkpoint.epoch if checkpoint is not None else 0)
     stop = safe_stop_callback()
     metrics: dict[str, float] = {}
     with safe_points():  # Ctrl-C/SIGTERM stop at the next batch, then raise

@@ -41,15 +41,26 @@ class RunInterrupted(Exception):
     it had finished); ``late``: those that came while the run was being recorded;
     ``signal_name``: the first of all (it sets the exit code)."""
 
-    def __init__(self, summary: RunSummary, stopping: list[str], late: list[str] = (), uploaded: bool = True):
+    def __init__(self, summary: RunSummary, stopping: list[str], late: list[str] = (), uploaded: bool = True,
+                 resume_with: str | None = None):
         self.summary = summary
         self.signals = [*stopping, *late] or ["SIGINT"]
         self.signal_name = self.signals[0]
-        super().__init__(_interruption_text(summary, list(stopping), list(late), uploaded))
+        text = _interruption_text(summary, list(stopping), list(late), uploaded)
+        if resume_with and summary.status == "KILLED":
+            text += f"; {resume_with}"
+        super().__init__(text)
 
 
 def _run_words(summary: RunSummary) -> str:
     return f"run {summary.run_id}" if summary.run_id else "the run (kept offline)"
+
+
+def resume_hint(command: list[str] | None, run_dir: str) -> str:
+    """How the user continues a run that was stopped: the command that resumes it."""
+    if command and len(command) > 2 and command[1] == "tune":  # a trial: the search resumes, not the trial
+        return f"run dlrun tune {command[2]} again to resume the search"
+    return f"resume it with: dlrun train --resume {run_dir}"
 
 
 def _interruption_text(summary: RunSummary, stopping: list[str], late: list[str], uploaded: bool) -> str:
@@ -182,7 +193,8 @@ class _Run:
         if exc is not None or late:
             self.reporter.close()
         if isinstance(exc, KeyboardInterrupt):
-            raise RunInterrupted(summary, _signals(exc), late, uploaded) from None
+            raise RunInterrupted(summary, _signals(exc), late, uploaded,
+                                 resume_hint(self.command, summary.run_dir)) from None
         if exc is not None:
             exc.run_summary = summary  # lets the CLI's --json say which run failed
             exc.late_signals, exc.uploaded = late, uploaded  # the CLI says what a late signal cut short
