@@ -200,6 +200,18 @@ def _array_parts(ds: Dataset, split: Split, pipeline: FittedPipeline, evaluate_t
     return JobData(train, validation, test, fitted=pipeline.state())
 
 
+_MAE_LOSSES = {"mae", "mean_absolute_error", "MeanAbsoluteError"}
+
+
+def _baselines(recipe: Recipe, metrics: dict[str, float]) -> dict[str, float]:
+    """The common-sense baselines a time series reports (``val_baseline_mae``) by plot panel
+    (``mae``), and the loss panel's too when the loss is that MAE."""
+    found = {k.removeprefix("val_baseline_"): v for k, v in metrics.items() if k.startswith("val_baseline_")}
+    if "mae" in found and set(recipe.compile.loss_names) & _MAE_LOSSES:
+        found["loss"] = found["mae"]
+    return found
+
+
 def run_job(
     ctx: JobContext, split: Split, *, epochs: int | None = None, evaluate_test: bool = True,
     pipeline: FittedPipeline | None = None,
@@ -255,6 +267,7 @@ def run_job(
     run_dir.write_json("metrics.json", metrics)
     if recipe.tracking.log_model:
         model.save(run_dir.file("model.keras"))
-    plot_history(history, run_dir.file("learning_curves.png"), title=f"{recipe.name} — {split.name}")
+    plot_history(history, run_dir.file("learning_curves.png"), title=f"{recipe.name} — {split.name}",
+                 baselines=_baselines(recipe, metrics))
     ctx.reporter.job_finished(split.name, metrics)
     return JobResult(split.name, history, metrics, len(next(iter(history.values()), [])), model)
