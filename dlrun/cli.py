@@ -618,6 +618,34 @@ def runs(
 
 
 @app.command()
+def gc(
+    keep: int = typer.Option(1, "--keep", min=0, help="In each experiment, leave the N newest runs and the N newest "
+                                                      "finished runs whole."),
+    older_than: Optional[str] = typer.Option(None, "--older-than", metavar="AGE",
+                                             help="Only prune runs that ended more than AGE ago (12h, 7d, 2w)."),
+    experiment: Optional[str] = typer.Option(None, "--experiment", help="Only runs of this experiment."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be removed and its size; remove nothing."),
+    output_root: Path = OutputOption,
+    json_out: bool = JsonOption,
+    quiet: bool = QuietOption,
+    debug: bool = DebugOption,
+) -> None:
+    """Free disk: remove old runs' checkpoints and models (and their MLflow logged models), keeping their
+    records (run.json, recipe, history, metrics, plots, the MLflow run). RUNNING runs are never touched."""
+    with _user_errors(debug, json_out):
+        from dlrun.track.gc import collect_garbage, parse_age
+
+        age = parse_age(older_than) if older_than is not None else None
+        result = collect_garbage(output_root, keep=keep, older_than=age, experiment=experiment, dry_run=dry_run)
+        for warning in result.warnings:
+            _err(f"dlrun: warning: {warning}")
+        if json_out:
+            print_json({"status": "OK", **result.to_dict()})
+        elif not quiet:
+            print("\n".join(result.lines()))
+
+
+@app.command()
 def export(
     run: str = typer.Argument(..., help="A run directory, MLflow run id, recipe file or name (its latest FINISHED "
                                         "run)."),

@@ -32,9 +32,16 @@ def warning_line(text: str) -> str:
 class Reporter:
     """Silent base (``--quiet``): every hook is a no-op but :meth:`warn`."""
 
+    # Whether :meth:`batch` shows anything: the job then reports every training batch.
+    wants_batches = False
+
     def run_started(self, info: dict[str, Any]) -> None: ...
 
-    def job_started(self, job: str, epochs: int) -> None: ...
+    def job_started(self, job: str, epochs: int, done: int = 0) -> None:
+        """``job`` trains ``epochs`` epochs in all, ``done`` of them before (a resumed job)."""
+
+    def batch(self, job: str, epoch: int, batch: int, batches: int | None, logs: dict[str, float]) -> None:
+        """``batch`` training batches of epoch ``epoch`` (1-based) done, of ``batches`` (None: not known yet)."""
 
     def epoch(self, job: str, epoch: int, epochs: int, logs: dict[str, float], seconds: float) -> None: ...
 
@@ -91,43 +98,69 @@ class PlainReporter(Reporter):
 
 
 class RichReporter(Reporter):
-    """A terminal: a progress bar per job with the latest metrics, a table at the end."""
+    """A terminal: per job a bar of its epochs with the latest metrics, under it a bar of the
+    current epoch's batches with its time left and running loss; a table at the end."""
+
+    wants_batches = True
 
     def __init__(self, console=None):
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
 
         self.console = console or Console()
         self.progress = Progress(
             TextColumn("[bold]{task.fields[job]}"),
             BarColumn(),
             MofNCompleteColumn(),
+            TextColumn("{task.fields[unit]}"),
             TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
             TextColumn("{task.fields[metrics]}"),
             console=self.console,
             transient=False,
         )
-        self.tasks: dict[str, Any] = {}
+        self.tasks: dict[str, Any] = {}  # job → its epochs' bar
+        self.done: dict[str, int] = {}  # job → epochs done
+        self.batches: dict[str, tuple[Any, int]] = {}  # job → its current epoch's batch bar, that epoch
         self.progress.start()
 
     def run_started(self, info):
         self.console.print(f"[bold]dlrun[/] {info['protocol']} · {info['recipe']} · {info['run_dir']}")
 
-    def job_started(self, job, epochs):
-        self.tasks[job] = self.progress.add_task("", total=epochs, job=job, metrics="")
+    def job_started(self, job, epochs, done=0):
+        self.tasks[job] = self.progress.add_task("", total=epochs, completed=done, job=job, unit="epochs",
+                                                 metrics="")
+        self.done[job] = done
+
+    def batch(self, job, epoch, batch, batches, logs):
+        if job not in self.tasks:
+            return
+        loss = logs.get("loss")
+        metrics = f"loss={loss:.4g}" if isinstance(loss, float) else ""
+        task, shown = self.batches.get(job, (None, None))
+        if shown != epoch:  # a new epoch: a fresh bar
+            if task is not None:
+                self.progress.remove_task(task)
+            task = self.progress.add_task("", total=batches, job=f"  epoch {epoch}", unit="batches", metrics="")
+            self.batches[job] = (task, epoch)
+        self.progress.update(task, completed=batch, total=batches, metrics=metrics)
 
     def epoch(self, job, epoch, epochs, logs, seconds):
         if job not in self.tasks:
             self.job_started(job, epochs)
         self.progress.update(self.tasks[job], completed=epoch, total=epochs, metrics=format_metrics(logs))
+        self.done[job] = epoch
 
     def step(self, job, done, total, logs):
         self.epoch(job, done, total, logs, 0.0)
 
     def job_finished(self, job, metrics):
+        if job in self.batches:
+            self.progress.remove_task(self.batches.pop(job)[0])
         if job in self.tasks:  # early stopping ends a bar before its total
-            task = self.progress.tasks[self.tasks[job]]
-            self.progress.update(self.tasks[job], total=task.completed)
+            self.progress.update(self.tasks[job], total=self.done[job])
 
     def note(self, text):
         self.console.print(f"[dim]{text}[/]")

@@ -108,7 +108,7 @@ def test_checkpoints_inside_epochs_are_saved_every_n_batches_and_replace_each_ot
         return done
 
     monkeypatch.setattr(checkpoints, "save_checkpoint", spy)
-    result = dlrun.train(recipe, ["fit.epochs=2"], output_root=root)
+    result = dlrun.train(recipe, ["fit.epochs=2", "fit.keep_checkpoint=true"], output_root=root)
     assert result.status == "FINISHED"
     batches = 48  # 96 training rows in batches of 2
     expected = [(0, b) for b in range(5, batches, 5)] + [(1, 0)] + [(1, b) for b in range(5, batches, 5)] + [(2, 0)]

@@ -80,8 +80,9 @@ def test_holdout_run_is_tracked_and_self_describing(tmp_path):
     assert len(client.get_metric_history(summary.run_id, "accuracy")) == 3
     assert run.data.metrics["test_accuracy"] == pytest.approx(summary.metrics["test_accuracy"])
     names = _artifact_names(client, summary.run_id)
-    assert {"recipe.yaml", "model.keras", "history.csv", "learning_curves.png", "environment.json",
+    assert {"recipe.yaml", "history.csv", "learning_curves.png", "environment.json",
             "splits.json", "preprocessing.json", "run.json", "command.txt"} <= names
+    assert "model.keras" not in names  # in MLflow the model is the run's logged model (stored once)
 
     run_dir = Path(summary.run_dir)
     assert run_dir.is_relative_to((tmp_path / "out").resolve())
@@ -137,7 +138,8 @@ def test_kfold_nested_runs_aggregates_and_no_leakage(tmp_path):
     assert [m.step for m in curve] == [1, 2]
     for child in children:
         assert [m.step for m in client.get_metric_history(child.info.run_id, "val_mae")] == [1, 2]
-        assert "model.keras" in _artifact_names(client, child.info.run_id)
+        assert "history.csv" in _artifact_names(client, child.info.run_id)
+        assert client.get_run(child.info.run_id).outputs.model_outputs  # each fold's model: logged
     assert "kfold_curves.png" in _artifact_names(client, summary.run_id)
     assert "folds" not in _artifact_names(client, summary.run_id)  # fold files live on the fold runs
 
@@ -168,7 +170,8 @@ def test_kfold_refit_trains_final_model_for_best_epoch(tmp_path):
     assert len(final_history) - 1 == summary.metrics["best_epoch"]
     client = _client(summary)
     assert client.get_run(summary.run_id).data.metrics["test_mae"] == pytest.approx(summary.metrics["test_mae"])
-    assert "model.keras" in _artifact_names(client, summary.run_id, "final")
+    assert "history.csv" in _artifact_names(client, summary.run_id, "final")
+    assert client.get_run(summary.run_id).outputs.model_outputs  # the refit's model: the run's logged model
 
 
 def test_a_model_that_does_not_fit_the_data_fails_before_anything_is_created(tmp_path):

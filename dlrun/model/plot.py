@@ -1,8 +1,9 @@
 """A picture of the model graph (``keras.utils.plot_model``), saved with the run as ``model.png``.
 
 It needs pydot and Graphviz's ``dot`` program; where either is missing the picture is skipped
-with one note. Whether they are there is found out once per process, without importing pydot
-or running ``dot`` (Keras' own check renders an empty graph every call).
+with one note per process (not one per fold). Whether they are there is found out once per
+process, without importing pydot or running ``dot`` (Keras' own check renders an empty graph
+every call).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from functools import cache
 from pathlib import Path
 
 PICTURE = "model.png"
+_said: set[str] = set()  # the notes given in this process
 
 
 @cache
@@ -37,5 +39,7 @@ def save_model_picture(model, path: Path, note=lambda text: None) -> Path | None
             return Path(path)
         except Exception as exc:  # noqa: BLE001 - a picture is never worth failing a run for
             why = f"plot_model failed: {' '.join(str(exc).split())[:200]}"
-    note(f"model picture ({PICTURE}) skipped: {why}")
+    if why not in _said:  # the same reason holds for every job of the process
+        _said.add(why)
+        note(f"model picture ({PICTURE}) skipped: {why}")
     return None

@@ -238,6 +238,8 @@ class FitSpec(Strict):
     callbacks: list[KerasObject] = Field(default_factory=list)
     fine_tune: FineTune | None = None
     checkpoint: bool = Field(default=True, description="save the training state every epoch (dlrun train --resume)")
+    keep_checkpoint: bool = Field(default=False, description="keep the last training state when the run finishes "
+                                                             "(it is removed then: a finished run is not resumed)")
     checkpoint_steps: int | None = Field(
         strict=True, default=None, ge=1, lt=2**31,
         description="also save it every N training batches, and where Ctrl-C/SIGTERM stops an epoch: "

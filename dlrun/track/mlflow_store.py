@@ -266,6 +266,7 @@ class TrackedRun:
         self.experiment_id = tracker.experiment_id
         self.status = "RUNNING"
         self.last_step: int | None = None
+        self.logged_model: str | None = None  # the URI of the model logged with log_keras_model
         self._buffer: list = []
         self._buffer_lock = threading.Lock()
         self._drain_queued = False
@@ -403,9 +404,11 @@ class TrackedRun:
 
         # Not through _call: log_keras_model retries each of its steps on a locked store
         # itself, and every attempt of the whole would create another LoggedModel.
-        return self.tracker._guard(
+        uri = self.tracker._guard(
             log_keras_model, self.tracker.client, self.experiment_id, self.run_id, model, name, run=self, **kwargs
         )
+        self.logged_model = uri or self.logged_model
+        return uri
 
     # ------------------------------------------------------------------ end
 

@@ -7,7 +7,9 @@ functions only.
 
 Keys that are not training metrics — the learning rate Keras logs (``learning_rate``/``lr``)
 when a schedule or ReduceLROnPlateau is used — get their own last panel on a log scale
-instead of being mixed with the metrics.
+instead of being mixed with the metrics. A first epoch far above the rest (a loss that starts
+at 40 and settles near 2) is drawn cut at the top of the panel with its value written there, so
+the epochs that matter keep the panel's height.
 """
 
 from __future__ import annotations
@@ -96,18 +98,51 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def plot_history(history: Mapping[str, Sequence[float]], path: Path, title: str) -> Path:
+def _clip_first_epoch(ax, curves: list[list[float]], baseline: float | None = None) -> None:
+    """When the first epoch of the panel's curves is far above every later point (more than the
+    later points' whole range above them), cut the y axis just above the later points and write
+    the first epoch's value at the top: otherwise it squeezes the rest into a flat line."""
+    later = [v for c in curves for v in c[1:] if math.isfinite(v)] + ([baseline] if baseline is not None else [])
+    first = [c[0] for c in curves if c and math.isfinite(c[0])]
+    if len(later) < 2 or not first:
+        return
+    low, high = min(later + first), max(later)
+    span = high - min(later) or abs(high) or 1.0
+    if max(first) <= high + span:
+        return
+    top = high + 0.15 * span
+    ax.set_ylim(low - 0.05 * span, top)
+    ax.annotate(f"epoch 1: {max(first):.4g} ↑", xy=(1, top), xytext=(4, -12), textcoords="offset points",
+                fontsize=8, color="C3")
+
+
+def plot_history(history: Mapping[str, Sequence[float]], path: Path, title: str,
+                 baselines: Mapping[str, float] | None = None) -> Path:
+    """:func:`history_figure` saved as a PNG at ``path``; returns ``path``."""
+    return _save(history_figure(history, title, baselines), path)
+
+
+def history_figure(history: Mapping[str, Sequence[float]], title: str, baselines: Mapping[str, float] | None = None):
     """One panel per metric (loss first): training ``x`` as dots, validation ``val_x`` as a
-    line, epochs 1-based. A learning-rate key gets its own log-scale panel. Returns ``path``."""
+    line, epochs 1-based. A learning-rate key gets its own log-scale panel. ``baselines``: a
+    value per panel (``{"mae": 0.29}``) drawn as a dashed level line — a time series'
+    common-sense baseline, which the model has to beat."""
     bases, schedules = _panels(list(history))
+    baselines = baselines or {}
     fig, axes = _figure(len(bases) + len(schedules) or 1)
     for ax, base in zip(axes, bases):
+        curves = []
         for key, style, label in ((base, "o", "Training"), (f"val_{base}", "-", "Validation")):
             values = history.get(key)
             if values is None or len(values) == 0:
                 continue
             epochs = range(1, len(values) + 1)
-            ax.plot(epochs, [float(v) for v in values], style, color="C0", markersize=3, label=label)
+            curves.append([float(v) for v in values])
+            ax.plot(epochs, curves[-1], style, color="C0", markersize=3, label=label)
+        if base in baselines:
+            ax.axhline(baselines[base], color="C2", linestyle="--",
+                       label=f"Common-sense baseline ({baselines[base]:.4g})")
+        _clip_first_epoch(ax, curves, baselines.get(base))
         label = _label(base)
         ax.set_title(f"Training and validation {label if label.isupper() else label.lower()}")
         _epoch_axis(ax)
@@ -123,7 +158,7 @@ def plot_history(history: Mapping[str, Sequence[float]], path: Path, title: str)
     if not bases and not schedules:
         axes[0].text(0.5, 0.5, "no epochs recorded", ha="center", va="center")
     fig.suptitle(title)
-    return _save(fig, path)
+    return fig
 
 
 def plot_kfold_curves(
@@ -148,6 +183,7 @@ def plot_kfold_curves(
     bases, _ = _panels([k for k in mean if k not in _SCHEDULE_KEYS])
     fig, axes = _figure(len(bases) or 1)
     for ax, base in zip(axes, bases):
+        shown: list[list[float]] = []
         for key, style, label in ((f"val_{base}", "-", "Validation"), (base, "--", "Training")):
             if key not in mean or len(mean[key]) == 0:
                 continue
@@ -163,10 +199,13 @@ def plot_kfold_curves(
             color = "C0" if key.startswith("val_") else "C1"
             ax.plot(epochs, mu[start:], style, color=color, label=f"{label} (mean)")
             ax.fill_between(epochs, low[start:], high[start:], color=color, alpha=0.2, label="± std")
+            shown.append(mu[start:])
             if key.startswith("val_") and best_epoch is not None and start < best_epoch <= len(mu):
                 ax.plot([best_epoch], [mu[best_epoch - 1]], "o", color="C3")
         if best_epoch is not None:
             ax.axvline(best_epoch, color="C3", linestyle=":", label=f"best epoch {best_epoch}")
+        if not skip_first:
+            _clip_first_epoch(ax, shown)
         ax.set_title(f"{_label(base)} across folds")
         _epoch_axis(ax)
         ax.set_ylabel(_label(base))

@@ -343,17 +343,57 @@ def environment_info() -> dict[str, Any]:
     }
 
 
+CHECKPOINT_DIR = "checkpoint"  # a job's resume state (dlrun.training.checkpoints)
+MODEL_FILE = "model.keras"  # a job's trained model
 # Kept in the run directory, not copied to MLflow: the resume state (large, superseded each epoch).
-NOT_ARTIFACTS = {"checkpoint"}
+NOT_ARTIFACTS = {CHECKPOINT_DIR}
+
+
+def job_dirs(run_path: Path) -> list[Path]:
+    """The folders of a run's jobs: the run itself, its K-fold folds, its refit (``final``)."""
+    run_path = Path(run_path)
+    folds = sorted(p for p in (run_path / "folds").glob("*") if p.is_dir())
+    return [run_path, *folds, *([run_path / "final"] if (run_path / "final").is_dir() else [])]
+
+
+def remove_checkpoints(run_path: Path) -> int:
+    """Remove the resume state of every job of a run; the bytes freed."""
+    import shutil
+
+    freed = 0
+    for job in job_dirs(run_path):
+        folder = job / CHECKPOINT_DIR
+        if folder.is_dir():
+            freed += folder_size(folder)
+            shutil.rmtree(folder, ignore_errors=True)
+    return freed
+
+
+def folder_size(path: Path) -> int:
+    """Bytes of the files under ``path`` (a file's own size), links not followed."""
+    path = Path(path)
+    if not path.is_dir():
+        return path.stat().st_size if path.is_file() else 0
+    return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
 def log_run_files(tracked, folder: Path, skip: set[str] = frozenset()) -> None:
-    """Log a run directory's files as ``tracked``'s artifacts, leaving out ``skip``, the
-    checkpoint and hidden files (the run lock, half-written temporaries)."""
-    for entry in sorted(Path(folder).iterdir()):
-        if entry.name in skip or entry.name in NOT_ARTIFACTS or entry.name.startswith("."):
+    """Log a run directory's files as ``tracked``'s artifacts, leaving out ``skip`` (top-level
+    names), every job's checkpoint, hidden files (the run lock, half-written temporaries) and a
+    ``model.keras`` once the run logged it as its MLflow model (``tracked.logged_model``): that
+    logged model is the run's model in MLflow, and a second copy would only double the disk."""
+    leave_out = set(NOT_ARTIFACTS) | ({MODEL_FILE} if getattr(tracked, "logged_model", None) else set())
+    _log_tree(tracked, Path(folder), None, set(skip), leave_out)
+
+
+def _log_tree(tracked, folder: Path, artifact_path: str | None, skip: set[str], leave_out: set[str]) -> None:
+    for entry in sorted(folder.iterdir()):
+        if entry.name in skip or entry.name in leave_out or entry.name.startswith("."):
             continue
-        if entry.is_dir():
-            tracked.log_artifacts(entry, entry.name)
+        where = entry.name if artifact_path is None else f"{artifact_path}/{entry.name}"
+        if not entry.is_dir():
+            tracked.log_artifact(entry, artifact_path)
+        elif any(p.name in leave_out or p.name.startswith(".") for p in entry.rglob("*")):
+            _log_tree(tracked, entry, where, set(), leave_out)  # file by file around what stays out
         else:
-            tracked.log_artifact(entry)
+            tracked.log_artifacts(entry, where)  # one call for a folder with nothing to leave out

@@ -20,15 +20,15 @@ import fcntl
 import json
 import os
 import re
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from dlrun.errors import UsageError, did_you_mean
-from dlrun.track.rundir import HISTORY_FILE, STATUS_FILE, RunDir, safe_name
+from dlrun.track.rundir import HISTORY_FILE, MODEL_FILE, STATUS_FILE, RunDir, safe_name
 
 KFOLD_CURVES = "kfold_curves.json"
-MODEL_FILE = "model.keras"
 RECIPE_FILE = "recipe.yaml"
 LOCK_FILE = ".lock"
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -200,7 +200,11 @@ class RunReader:
         path = self.path / MODEL_FILE
         if path.is_file():
             return path
-        if not (self.resolved.get("tracking") or {}).get("log_model", True):
+        removed = [p for p in self.top.status.get("pruned") or [] if any(
+            (self.top.path / f) == path for f in p.get("files", []))]
+        if removed:
+            why = f"dlrun gc removed it on {removed[-1].get('at')} (its records are kept); train it again"
+        elif not (self.resolved.get("tracking") or {}).get("log_model", True):
             why = "its recipe has tracking.log_model: false; train it again with --set tracking.log_model=true"
         else:
             why = f"the run saved none (it is {self.top.state or 'without run.json'})"
@@ -240,6 +244,24 @@ class RunReader:
     def stale(self) -> bool:
         """RUNNING on record, but no live process holds it (killed with SIGKILL, a lost host)."""
         return self.state == "RUNNING" and self.holder() is None
+
+
+@contextmanager
+def lock_if_free(run_path: Path) -> Iterator[bool]:
+    """Hold a run's lock while the block runs, without waiting: ``True``, or ``False`` (and no
+    lock) when a live process holds it — a ``--resume`` started meanwhile is then refused."""
+    fd = os.open(Path(run_path) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield True
+    finally:
+        os.close(fd)
 
 
 def _read_json(path: Path) -> Any:

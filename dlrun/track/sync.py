@@ -297,8 +297,8 @@ def _sync_artifacts(tracker, run_id: str, rd: RunDir, skip: set[str]) -> int:
     uploaded = 0
     for file in sorted(p for p in rd.path.rglob("*") if p.is_file()):
         rel = file.relative_to(rd.path)
-        if rel.parts[0] in skip or any(part.startswith(".") for part in rel.parts):
-            continue  # fold runs carry their own files; .tmp files are half-written
+        if rel.parts[0] in skip or any(part.startswith(".") or part in NOT_ARTIFACTS for part in rel.parts):
+            continue  # fold runs carry their own files; .tmp files are half-written; no job's checkpoint
         if have.get(rel.as_posix()) == file.stat().st_size:
             continue
         folder = rel.parent.as_posix()

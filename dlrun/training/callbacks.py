@@ -273,6 +273,27 @@ def step_checkpointer(every: int | None, save, resumed: tuple[int, int, Any] | N
     return StepCheckpoint()
 
 
+def batch_progress(job: str, report, skipped: int = 0):
+    """A callback calling ``report(job, epoch, batches_done, batches, logs)`` (epochs 1-based) after
+    every training batch: a progress bar inside long epochs. ``skipped``: batches of the epoch
+    trained before (a job resumed inside an epoch finishes that one epoch in a fit call of its own)."""
+    import keras
+
+    class BatchProgress(keras.callbacks.Callback):
+        # It only hands numbers to the reporter (whose bars take a lock): Keras may call it on its
+        # worker thread and keep dispatching batches without waiting for it.
+        async_safe = True
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._epoch = epoch + 1
+
+        def on_train_batch_end(self, batch, logs=None):
+            steps = self.params.get("steps")
+            report(job, self._epoch, skipped + batch + 1, skipped + steps if steps else None, dict(logs or {}))
+
+    return BatchProgress()
+
+
 def epoch_recorder(job: str, epochs: int, on_epoch: Any, cut_short=lambda: False):
     """A callback calling ``on_epoch(job, epoch, epochs, logs, seconds)`` (epochs 1-based);
     an epoch for which ``cut_short()`` is true (stopped mid-way) is not recorded."""

@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-CHECKPOINT_DIR = "checkpoint"
+from dlrun.track.rundir import CHECKPOINT_DIR
+
 STATE_FILE = "state.json"
 # Callback attributes that make up their state between epochs (Keras resets them in on_train_begin).
 _CALLBACK_STATE = ("wait", "best", "best_epoch", "stopped_epoch", "cooldown_counter")

@@ -141,7 +141,7 @@ class _Fitting:
 
     def _callbacks(self, epochs: tuple[int, int, int, int, int], states, resumed=None) -> list:
         """dlrun's callbacks after the recipe's; ``resumed``: (epoch, batches done, metric restore)."""
-        from dlrun.training.callbacks import epoch_recorder, step_checkpointer
+        from dlrun.training.callbacks import batch_progress, epoch_recorder, step_checkpointer
         from dlrun.training.checkpoints import save_checkpoint, state_restorer
 
         ctx, model, own, recipe, run_dir = self.ctx, self.model, self.own, self.ctx.recipe, self.ctx.run_dir
@@ -167,6 +167,8 @@ class _Fitting:
         if (recipe.fit.checkpoint and recipe.fit.checkpoint_steps) or resumed:
             callbacks.append(step_checkpointer(recipe.fit.checkpoint_steps if recipe.fit.checkpoint else None, save,
                                                resumed))
+        if ctx.reporter.wants_batches:  # a bar inside the epoch (a terminal)
+            callbacks.append(batch_progress(self.job, ctx.reporter.batch, resumed[1] if resumed else 0))
         # Last, so it sees what other callbacks add to the logs (ReduceLROnPlateau's learning_rate).
         callbacks.append(epoch_recorder(self.job, total, on_epoch, cut_short=lambda: self.guard.tripped is not None))
         return callbacks

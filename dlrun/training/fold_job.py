@@ -51,7 +51,7 @@ def fresh_seeded_session(seed: int) -> None:
 def run_fold_job(ctx: JobContext, split: Split, spec: JobSpec, pipeline=None, parent=None) -> JobResult:
     """Train and evaluate ``split`` into ``ctx.run_dir`` (a fold's folder, or ``final/``),
     recording RUNNING → FINISHED/FAILED/KILLED there and in its MLflow run ``ctx.tracked``.
-    A refit's files and model also go to the ``parent`` run (under ``final/``)."""
+    A refit's model is also the ``parent`` run's model."""
     fresh_seeded_session(spec.seed)
     job_dir, child = ctx.run_dir, ctx.tracked
     job_dir.write_status("RUNNING", mlflow_run_id=spec.run_id, job=spec.kind, host=socket.gethostname(),
@@ -63,8 +63,7 @@ def run_fold_job(ctx: JobContext, split: Split, spec: JobSpec, pipeline=None, pa
             child.log_metrics(final_metrics(result))
             log_model(child, job_dir, result.model)
             log_run_files(child, job_dir.path)
-        if parent is not None:
-            parent.log_artifacts(job_dir.path, job_dir.path.name)
+        if parent is not None:  # final/'s files go up with the run's (dlrun.track.rundir.log_run_files)
             log_model(parent, job_dir, result.model)
     except KeyboardInterrupt as exc:
         begin_ending()  # the run ends: a further signal must not leave the fold's run RUNNING

@@ -208,6 +208,18 @@ def _array_parts(ds: Dataset, split: Split, pipeline: FittedPipeline, evaluate_t
     return JobData(train, validation, test, fitted=pipeline.state())
 
 
+_MAE_LOSSES = {"mae", "mean_absolute_error", "MeanAbsoluteError"}
+
+
+def _baselines(recipe: Recipe, metrics: dict[str, float]) -> dict[str, float]:
+    """The common-sense baselines a time series reports (``val_baseline_mae``) by plot panel
+    (``mae``), and the loss panel's too when the loss is that MAE."""
+    found = {k.removeprefix("val_baseline_"): v for k, v in metrics.items() if k.startswith("val_baseline_")}
+    if "mae" in found and set(recipe.compile.loss_names) & _MAE_LOSSES:
+        found["loss"] = found["mae"]
+    return found
+
+
 def run_job(
     ctx: JobContext, split: Split, *, epochs: int | None = None, evaluate_test: bool = True,
     pipeline: FittedPipeline | None = None,
@@ -236,7 +248,6 @@ def run_job(
 
     epochs = epochs or recipe.fit.epochs
     fine_tune = recipe.fit.fine_tune
-    ctx.reporter.job_started(split.name, epochs + (fine_tune.epochs if fine_tune else 0))
     earlier, checkpoint = {}, None
     if ctx.resume:  # the epochs before the checkpoint stay; MLflow gets any it missed
         from dlrun.training.checkpoints import load_checkpoint
@@ -245,6 +256,8 @@ def run_job(
         checkpoint = load_checkpoint(run_dir.path)
         earlier = run_dir.truncate_history(checkpoint.epoch if checkpoint is not None else 0)
         relog_missing_epochs(ctx.tracked, earlier)
+    ctx.reporter.job_started(split.name, epochs + (fine_tune.epochs if fine_tune else 0),
+                             done=checkpoint.epoch if checkpoint is not None else 0)
     stop = safe_stop_callback()
     metrics: dict[str, float] = {}
     with safe_points():  # Ctrl-C/SIGTERM stop at the next batch, then raise
@@ -265,6 +278,7 @@ def run_job(
     run_dir.write_json("metrics.json", metrics)
     if recipe.tracking.log_model:
         model.save(run_dir.file("model.keras"))
-    plot_history(history, run_dir.file("learning_curves.png"), title=f"{recipe.name} — {split.name}")
+    plot_history(history, run_dir.file("learning_curves.png"), title=f"{recipe.name} — {split.name}",
+                 baselines=_baselines(recipe, metrics))
     ctx.reporter.job_finished(split.name, metrics)
     return JobResult(split.name, history, metrics, len(next(iter(history.values()), [])), model)

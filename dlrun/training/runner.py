@@ -41,15 +41,26 @@ class RunInterrupted(Exception):
     it had finished); ``late``: those that came while the run was being recorded;
     ``signal_name``: the first of all (it sets the exit code)."""
 
-    def __init__(self, summary: RunSummary, stopping: list[str], late: list[str] = (), uploaded: bool = True):
+    def __init__(self, summary: RunSummary, stopping: list[str], late: list[str] = (), uploaded: bool = True,
+                 resume_with: str | None = None):
         self.summary = summary
         self.signals = [*stopping, *late] or ["SIGINT"]
         self.signal_name = self.signals[0]
-        super().__init__(_interruption_text(summary, list(stopping), list(late), uploaded))
+        text = _interruption_text(summary, list(stopping), list(late), uploaded)
+        if resume_with and summary.status == "KILLED":
+            text += f"; {resume_with}"
+        super().__init__(text)
 
 
 def _run_words(summary: RunSummary) -> str:
     return f"run {summary.run_id}" if summary.run_id else "the run (kept offline)"
+
+
+def resume_hint(command: list[str] | None, run_dir: str) -> str:
+    """How the user continues a run that was stopped: the command that resumes it."""
+    if command and len(command) > 2 and command[1] == "tune":  # a trial: the search resumes, not the trial
+        return f"run dlrun tune {command[2]} again to resume the search"
+    return f"resume it with: dlrun train --resume {run_dir}"
 
 
 def _interruption_text(summary: RunSummary, stopping: list[str], late: list[str], uploaded: bool) -> str:
@@ -214,12 +225,14 @@ class _Run:
             except KeyboardInterrupt as exc:  # a signal in the instant between the outcome and its recording
                 outcome = ("KILLED", _interrupted(exc), exc)
             status, error, exc = outcome
-            uploaded = _finish(summary, self.run_dir, self.tracked, status, error)
+            keep = self.loaded.recipe.fit.keep_checkpoint
+            uploaded = _finish(summary, self.run_dir, self.tracked, status, error, keep)
             late = interrupts.ending_signals()
         if exc is not None or late:
             self.reporter.close()
         if isinstance(exc, KeyboardInterrupt):
-            raise RunInterrupted(summary, _signals(exc), late, uploaded) from None
+            raise RunInterrupted(summary, _signals(exc), late, uploaded,
+                                 resume_hint(self.command, summary.run_dir)) from None
         if exc is not None:
             exc.run_summary = summary  # lets the CLI's --json say which run failed
             exc.late_signals, exc.uploaded = late, uploaded  # the CLI says what a late signal cut short
@@ -330,16 +343,21 @@ def _interrupted(exc: BaseException) -> str:
     return f"interrupted ({', then '.join(_signals(exc))})"
 
 
-def _finish(summary: RunSummary, run_dir, tracked, status: str, error: str | None) -> bool:
+def _finish(summary: RunSummary, run_dir, tracked, status: str, error: str | None,
+            keep_checkpoint: bool = False) -> bool:
     """Record the run's final state in run.json and MLflow; the upload of its files in between
-    is the one step a signal may cut short. True when the files were all uploaded."""
-    from dlrun.track.rundir import log_run_files
+    is the one step a signal may cut short. True when the files were all uploaded. A FINISHED
+    run cannot be resumed, so its jobs' checkpoints go (unless ``fit.keep_checkpoint``); a run that
+    failed or was interrupted keeps them, its finished folds' too, for ``--resume``."""
+    from dlrun.track.rundir import log_run_files, remove_checkpoints
     from dlrun.training.interrupts import cut_short, ending_signals
 
     summary.status = status
     uploaded = True
     try:
         run_dir.write_status(status, error=error, metrics=summary.metrics)
+        if status == "FINISHED" and not keep_checkpoint:
+            remove_checkpoints(run_dir.path)
         if tracked is None:
             return True
         uploaded = cut_short(lambda: log_run_files(tracked, run_dir.path, skip={"folds"}))  # folds: their runs'

@@ -45,11 +45,18 @@ class TrialReporter(Reporter):
             if not self.kfold:
                 raise PrunedRun(f"pruned after {what}: {self.metric}={value:.4g} is worse than the median trial")
 
-    def job_started(self, job, epochs):
+    @property
+    def wants_batches(self) -> bool:
+        return self.inner.wants_batches
+
+    def batch(self, job, epoch, batch, batches, logs):
+        self.inner.batch(f"{self.prefix}/{job}", epoch, batch, batches, logs)
+
+    def job_started(self, job, epochs, done=0):
         if self.pruned_after:  # K-fold: the previous fold said stop
             raise PrunedRun(f"pruned after {self.pruned_after}: the mean {self.metric} so far is worse than the "
                             f"median trial")
-        self.inner.job_started(f"{self.prefix}/{job}", epochs)
+        self.inner.job_started(f"{self.prefix}/{job}", epochs, done)
 
     def epoch(self, job, epoch, epochs, logs, seconds):
         self.inner.epoch(f"{self.prefix}/{job}", epoch, epochs, logs, seconds)
