@@ -213,7 +213,15 @@ def test_callbacks_example_recipe(recipes_dir, output_root):
     assert [float(r["learning_rate"]) for r in rows] == pytest.approx([0.001, 0.001])  # ReduceLROnPlateau's
 
 
-def test_separable_convnet_recipe(recipes_dir, output_root):
+@pytest.fixture
+def fresh_picture_notes(monkeypatch):
+    """The missing-picture note is said once per process: start these tests as a fresh process."""
+    import dlrun.model.plot
+
+    monkeypatch.setattr(dlrun.model.plot, "_said", set())
+
+
+def test_separable_convnet_recipe(recipes_dir, output_root, fresh_picture_notes):
     reporter = Notes()
     summary = dlrun.train(recipes_dir / "separable_convnet.yaml", ["fit.epochs=1", "data.limit=200"],
                           output_root=output_root, reporter=reporter)
@@ -229,7 +237,7 @@ def test_separable_convnet_recipe(recipes_dir, output_root):
         assert skipped == [f"model picture (model.png) skipped: {missing()}"]
 
 
-def test_model_picture_check_is_cached_and_cheap():
+def test_model_picture_check_is_cached_and_cheap(fresh_picture_notes):
     from dlrun.model.plot import missing, save_model_picture
 
     missing()
