@@ -45,8 +45,10 @@ MAX_VIEW_METRICS = 12  # columns a table can show side by side
 _UI_DEFAULT_COLUMNS = ("attributes.`Source`", "attributes.`Models`", "attributes.`Dataset`")
 
 
-def is_main_metric(key: str) -> bool:
-    return any(key.startswith(prefix) and key.endswith(suffix) for prefix, suffix in MAIN_METRIC_FAMILIES)
+def _family(key: str) -> int | None:
+    """The index in :data:`MAIN_METRIC_FAMILIES` of ``key``'s family; None for other metrics."""
+    return next((i for i, (prefix, suffix) in enumerate(MAIN_METRIC_FAMILIES)
+                 if key.startswith(prefix) and key.endswith(suffix)), None)
 
 
 def split_summary(summary: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -73,7 +75,9 @@ def main_metrics_view(current: str | None, metric_keys: Iterable[str], now_ms: i
         except (ValueError, KeyError, TypeError):
             pass  # not ours to read (another writer's format): write ours
     room = MAX_VIEW_METRICS - sum(c.startswith("metrics.") for c in columns)
-    new = [c for c in (f"metrics.`{k}`" for k in sorted(set(metric_keys)) if is_main_metric(k)) if c not in columns]
+    main = sorted((k for k in set(metric_keys) if _family(k) is not None),
+                  key=lambda k: (_family(k), not k.endswith("loss"), k))  # test first, losses first
+    new = [c for c in (f"metrics.`{k}`" for k in main) if c not in columns]
     if not new or room <= 0:
         return None
     state = {"selectedColumns": columns + new[:room]}
