@@ -3,11 +3,12 @@ table shows, what is a chart and what is a fact about the run.
 
 What the UI reads was checked in MLflow 3.17's own bundle (``mlflow/server/js/build``):
 
-- Experiment tag ``mlflow.experimentKind``: ``custom_model_development`` opens an experiment as
-  model training (runs, models) instead of the GenAI view (traces, sessions). MLflow 3.17's UI
-  has a GenAI / Model training switch that overrides the tag: its default is GenAI until the
-  user picks Model training once (the browser keeps the choice), or a link carries
-  ``?workflowType=machine_learning``.
+- Experiment tag ``mlflow.experimentKind``: ``custom_model_development`` marks an experiment as
+  model training (runs, models), not GenAI (traces, sessions). The UI reads the tag only where
+  its GenAI / Model training switch is off; MLflow 3.17 ships the switch on, and it opens every
+  experiment as GenAI until the user picks Model training once (the browser keeps the choice)
+  or a link carries ``?workflowType=machine_learning``. dlrun sets the tag all the same: it is
+  the store's record of the kind, and what UIs without the switch go by.
 - The runs table's default columns are fixed in the UI (source, models, dataset); a store cannot
   change them. It can hold *saved views* (experiment tags ``mlflow.sharedViewState.<id>``,
   listed under "Views" above the table and opened by ``?viewStateShareKey=<id>``): dlrun keeps
@@ -15,8 +16,6 @@ What the UI reads was checked in MLflow 3.17's own bundle (``mlflow/server/js/bu
 - A metric logged once is drawn as a one-bar chart. Bookkeeping numbers (:data:`BOOKKEEPING`)
   go to tags (``dlrun.best_epoch``), shown under the run's tags; metrics users sort and
   compare runs by (test, final validation, K-fold means) stay metrics.
-
-mlflow is imported inside the functions only.
 """
 
 from __future__ import annotations
@@ -107,4 +106,3 @@ def log_summary(tracked, summary: Mapping[str, Any]) -> None:
     tracked.log_metrics(metrics)
     tracked.set_tags(tags)
     show_main_metrics(tracked.tracker, metrics)
-
