@@ -23,7 +23,8 @@ from _headless_browser import chromium, render  # noqa: E402
 from _mlflow_server import MlflowServer  # noqa: E402
 from _recipes import iris_recipe  # noqa: E402
 
-from dlrun.track.mlflow_ui import EXPERIMENT_KIND_TAG, MODEL_TRAINING, VIEW_ID, VIEW_TAG, main_metrics_view  # noqa: E402
+from dlrun.track.mlflow_ui import (  # noqa: E402
+    EXPERIMENT_KIND_TAG, MODEL_TRAINING, VIEW_ID, VIEW_TAG, main_metrics_view)
 
 NAME = "iris_ui"
 ML_VIEW = "workflowType=machine_learning"
