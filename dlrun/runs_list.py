@@ -15,6 +15,7 @@ from typing import Any
 
 from dlrun import tables
 from dlrun.errors import UsageError, did_you_mean
+from dlrun.track.mlflow_ui import MAIN_METRIC_FAMILIES
 from dlrun.track.runs import RunReader, all_run_dirs
 
 STALE = "STALE"
@@ -57,7 +58,7 @@ class RunsListing:
 def main_metrics(metrics: dict[str, Any], most: int = 3) -> dict[str, float]:
     """What a user sorts runs by: test metrics, else K-fold means, else final validation metrics."""
     numbers = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    for prefix, suffix in (("test_", ""), ("cv_val_", "_mean"), ("final_val_", "")):
+    for prefix, suffix in MAIN_METRIC_FAMILIES:
         chosen = {k: v for k, v in numbers.items() if k.startswith(prefix) and k.endswith(suffix)}
         if chosen:
             return dict(sorted(chosen.items(), key=lambda kv: (not kv[0].endswith("loss"), kv[0]))[:most])

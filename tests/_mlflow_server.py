@@ -1,5 +1,6 @@
-"""A real ``mlflow server`` on loopback for tests: SQLite backend, artifacts proxied by the
-server into a temporary folder; started, stopped and restarted on the same store and port."""
+"""A real ``mlflow server`` on loopback for tests: SQLite backend (a new one, or a store written
+before), artifacts proxied by the server into a temporary folder; started, stopped and restarted
+on the same store and port."""
 
 from __future__ import annotations
 
@@ -20,8 +21,11 @@ def free_port() -> int:
 
 
 class MlflowServer:
-    def __init__(self, folder: Path, port: int | None = None):
+    def __init__(self, folder: Path, port: int | None = None, backend_store_uri: str | None = None):
+        """``backend_store_uri``: a store written before (e.g. dlrun's embedded SQLite file);
+        default a new one in ``folder``."""
         self.folder = Path(folder)
+        self.backend_store_uri = backend_store_uri or f"sqlite:///{self.folder / 'backend.db'}"
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
@@ -33,7 +37,7 @@ class MlflowServer:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
         command = [
             sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
-            "--backend-store-uri", f"sqlite:///{self.folder / 'backend.db'}",
+            "--backend-store-uri", self.backend_store_uri,
             "--artifacts-destination", str(self.folder / "artifacts"), "--workers", "1",
         ]
         with open(self.log, "a") as log:

@@ -241,8 +241,9 @@ def test_sync_creates_a_run_with_history_folds_and_status_and_is_idempotent(sqli
     assert steps(c, result.run_id, "val_loss") == [1, 2, 3, 4]
     assert steps(c, result.run_id, "lr") == [2]  # empty cells are not points
     assert math.isnan({m.step: m.value for m in c.get_metric_history(result.run_id, "loss")}[4])
-    assert steps(c, result.run_id, "cv_mean_val_mae") == [1, 2, 3, 4]
-    assert run.data.metrics["test_mae"] == 3.0 and run.data.metrics["epochs_run"] == 4
+    assert steps(c, result.run_id, "val_mae") == [1, 2, 3, 4]  # the folds' mean curve, as a K-fold run logs it
+    assert run.data.metrics["test_mae"] == 3.0 and run.data.tags["dlrun.epochs_run"] == "4"
+    assert "epochs_run" not in run.data.metrics
     assert {"recipe.yaml", "history.csv", "run.json", "summary.json"} <= artifact_paths(c, result.run_id)
     assert not any(p.startswith("folds") for p in artifact_paths(c, result.run_id))
     children = c.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{result.run_id}'")

@@ -20,6 +20,7 @@ from pathlib import Path
 from dlrun.errors import UsageError
 from dlrun.track._outage import is_outage_error, short_reason, sqlite_path
 from dlrun.track._writes import is_locked_error, retry_locked
+from dlrun.track.mlflow_ui import EXPERIMENT_KIND_TAG, MODEL_TRAINING
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -102,13 +103,15 @@ def open_failure(uri: str, origin: StoreOrigin, exc: BaseException) -> UsageErro
 
 
 def open_experiment(client, name: str, uri: str, origin: StoreOrigin, artifact_location: str | None) -> str:
-    """The id of experiment ``name``, created if missing; a deleted one is a usage error."""
+    """The id of experiment ``name``, created if missing (as a model-training experiment, see
+    :mod:`dlrun.track.mlflow_ui`); a deleted one is a usage error."""
     from mlflow.exceptions import MlflowException
 
     exp = retry_locked(client.get_experiment_by_name, name)
     if exp is None:
         try:
-            return retry_locked(client.create_experiment, name, artifact_location=artifact_location)
+            return retry_locked(client.create_experiment, name, artifact_location=artifact_location,
+                                tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
         except MlflowException as exc:  # created meanwhile by another process?
             if is_outage_error(exc):
                 raise
@@ -122,4 +125,10 @@ def open_experiment(client, name: str, uri: str, origin: StoreOrigin, artifact_l
             f"--experiment-id {exp.experiment_id}), or name another experiment (tracking.experiment in the "
             "recipe; default: the recipe's name)"
         )
+    if EXPERIMENT_KIND_TAG not in exp.tags:  # made before dlrun set it, or by hand; a chosen kind stays
+        try:
+            retry_locked(client.set_experiment_tag, exp.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
+        except MlflowException as exc:  # allowed to log runs, not to tag the experiment: runs still go in
+            if is_outage_error(exc):
+                raise
     return exp.experiment_id

@@ -40,6 +40,7 @@ from dlrun.track._mlflow_common import (
     resolve_tracking_uri,
 )
 from dlrun.track._outage import TRACKING_FILE, is_outage_error, short_reason, utc_iso
+from dlrun.track.mlflow_ui import show_main_metrics, split_summary
 from dlrun.track.rundir import HISTORY_FILE, NOT_ARTIFACTS, STATUS_FILE, RunDir
 
 TAG_SYNCED = "dlrun.synced"
@@ -173,10 +174,13 @@ def _sync_one(tracker, rd: RunDir, info: dict, recipe: dict, parent=None, fold: 
     run.set_tags(_tags(rd, recipe, fold))
     points = history_points(rd)
     curves = _read_json(rd.path / "kfold_curves.json") if fold is None else None
-    for key, values in ((curves or {}).get("mean") or {}).items():
-        points[_safe_key(f"cv_mean_{key}")] = {i + 1: v for i, v in enumerate(values)}
+    for key, values in ((curves or {}).get("mean") or {}).items():  # K-fold: the folds' mean, as the run logs it
+        points[_safe_key(key)] = {i + 1: v for i, v in enumerate(values)}
     result.metric_points = _sync_history(tracker, run.run_id, points)
-    result.metric_points += _sync_finals(run, existing, _final_metrics(rd, points, fold))
+    finals = _final_metrics(rd, points, fold)
+    result.metric_points += _sync_finals(run, existing, finals)
+    if fold is None:
+        show_main_metrics(tracker, finals)
     skip = NOT_ARTIFACTS | ({"folds"} if fold is None else set())
     result.artifacts = _sync_artifacts(tracker, run.run_id, rd, skip=skip)
     if fold is None:
@@ -286,8 +290,10 @@ def _sync_finals(run, existing, finals: dict[str, float]) -> int:
     def same(a: float, b: float) -> bool:
         return a == b or (math.isnan(a) and math.isnan(b))
 
-    new = {k: v for k, v in finals.items() if not (k in have and same(have[k], v))}
+    metrics, tags = split_summary(finals)  # bookkeeping (best_epoch, ...) goes to tags, as a run logs it
+    new = {k: v for k, v in metrics.items() if not (k in have and same(have[k], v))}
     run.log_metrics(new)
+    run.set_tags(tags)
     return len(new)
 
 

@@ -19,6 +19,7 @@ from dlrun.recipe.schema import Recipe
 from dlrun.training.fold_job import final_metrics, log_model
 from dlrun.training.job import JobContext, run_job
 from dlrun.training.kfold_jobs import record_executor, run_folds, run_refit
+from dlrun.track.mlflow_ui import log_summary
 
 
 def monitor_mode(recipe: Recipe, monitor: str) -> str:
@@ -119,7 +120,7 @@ def run_holdout(ctx: ProtocolContext) -> dict[str, float]:
     summary.update(_best_epoch(result.history.get(monitor), monitor))
     summary["epochs_run"] = result.epochs_run
     if ctx.tracked is not None:
-        ctx.tracked.log_metrics(summary)
+        log_summary(ctx.tracked, summary)
         log_model(ctx.tracked, ctx.run_dir, result.model)
     return summary
 
@@ -186,14 +187,13 @@ def run_kfold(ctx: ProtocolContext) -> dict[str, float]:
     summary.update({k.replace(f"best_{spec.monitor}", f"best_mean_{spec.monitor}"): v for k, v in best.items()})
     ctx.run_dir.write_json("kfold_curves.json", {"mean": mean, "std": std, "monitor": spec.monitor})
     _plot_kfold(ctx, mean, std, best.get("best_epoch"))
-    if ctx.tracked is not None:
+    if ctx.tracked is not None:  # the parent's curves are the folds' mean, under the folds' names
         for epoch in range(max(len(v) for v in mean.values())):
-            ctx.tracked.log_epoch({f"cv_mean_{k}": v[epoch] for k, v in mean.items() if epoch < len(v)}, step=epoch + 1)
+            ctx.tracked.log_epoch({k: v[epoch] for k, v in mean.items() if epoch < len(v)}, step=epoch + 1)
     if spec.refit and "best_epoch" in best:
         epochs = int(best["best_epoch"])
         summary.update({**run_refit(ctx, epochs).metrics, "refit_epochs": epochs})
-    if ctx.tracked is not None:
-        ctx.tracked.log_metrics(summary)
+    log_summary(ctx.tracked, summary)
     return summary
 
 
