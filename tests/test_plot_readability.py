@@ -51,7 +51,8 @@ def test_a_time_series_run_draws_its_common_sense_baseline(jena_like, tmp_path, 
 
     figures = []
     monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or Path(path))
-    summary = dlrun.train(recipes_dir / "jena_dense.yaml", [*tiny(jena_like), "fit.epochs=2"],
+    summary = dlrun.train(recipes_dir / "jena_dense.yaml", [*tiny(jena_like), "fit.epochs=2", "fit.steps_per_epoch=2",
+                                                                  "fit.validation_steps=2"],
                           output_root=tmp_path / "out")
     baseline = summary.metrics["val_baseline_mae"]
     (fig,) = figures

@@ -47,7 +47,8 @@ def _mapping(value: Any) -> dict:
 
 def model_kind(raw: dict) -> str | None:
     model = raw.get("model")
-    return model.get("type", "sequential") if isinstance(model, dict) else None
+    kind = model.get("type", "sequential") if isinstance(model, dict) else None
+    return kind if isinstance(kind, str) else None  # a wrong type (a list…) is the schema's to locate
 
 
 def part_layers(raw: dict) -> Iterator[tuple[Path_, Any]]:

@@ -40,14 +40,14 @@ import tensorflow as tf
 from keras import ops
 
 from dlrun.errors import ModelBuildError
-from dlrun.model.kinds.parts import (check_output, images_only, loss_scaled, refuse_compile_args,
+from dlrun.model.kinds.parts import (SavesSeedState, check_output, images_only, loss_scaled, refuse_compile_args,
                                      require_model, with_models)
 
 _EVAL_SEED = 4321  # validation's latent points: a fixed draw that leaves the training RNG alone
 
 
 @keras.saving.register_keras_serializable(package="dlrun")
-class GAN(keras.Model):
+class GAN(SavesSeedState, keras.Model):
     """Alternating discriminator and generator updates on batches of real images.
 
     Args:

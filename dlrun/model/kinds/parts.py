@@ -105,3 +105,28 @@ def images_only(data):
 
     x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
     return x
+
+
+
+class SavesSeedState:
+    """Keras saves a model's weights but not the state of its seed generators (the latent and
+    label-noise draws, ε, dropout's masks): a model saved after training would load with fresh
+    random seeds and draw otherwise than the run it came from. This mixin stores every seed
+    state of the model, in ``model.variables`` order, beside its own variables."""
+
+    _SEED_KEY = "seed_state_"
+
+    def _seed_states(self) -> list:
+        return [v for v in self.variables if "seed_generator_state" in v.path]
+
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        for index, variable in enumerate(self._seed_states()):
+            store[f"{self._SEED_KEY}{index}"] = variable.numpy()
+
+    def load_own_variables(self, store):
+        keys = list(store.keys())
+        for index, variable in enumerate(self._seed_states()):
+            if f"{self._SEED_KEY}{index}" in keys:  # a file saved before the states were stored has none
+                variable.assign(store[f"{self._SEED_KEY}{index}"])
+        super().load_own_variables({k: store[k] for k in keys if not k.startswith(self._SEED_KEY)})

@@ -33,7 +33,8 @@ import tensorflow as tf
 from keras import ops
 
 from dlrun.errors import ModelBuildError
-from dlrun.model.kinds.parts import assemble, images_only, refuse_compile_args, require_model, with_models
+from dlrun.model.kinds.parts import (SavesSeedState, assemble, images_only, refuse_compile_args, require_model,
+                                     with_models)
 
 RECONSTRUCTION = ("binary_crossentropy", "mse")
 _EVAL_SEED = 1234  # evaluation's ε: a fixed draw, so evaluate() leaves the training RNG alone
@@ -95,7 +96,7 @@ def _check_heads(role: str, encoder, latent_dim: int | None = None) -> int:
 
 
 @keras.saving.register_keras_serializable(package="dlrun")
-class VAE(keras.Model):
+class VAE(SavesSeedState, keras.Model):
     """A variational autoencoder trained by ``fit(x)``; calling it reconstructs from ``z_mean``.
 
     Args:
