@@ -64,7 +64,7 @@ def test_a_second_sigterm_while_the_killed_run_is_recorded_keeps_it_killed_every
     assert line.startswith(f"dlrun: interrupted (SIGTERM), then SIGTERM while the run was being recorded; run "
                            f"{run.info.run_id} marked KILLED in {record['run_dir']}")
     assert line.endswith(f"the upload of its files to MLflow was cut short: dlrun sync {record['run_dir']} "
-                         f"uploads the rest")
+                         f"uploads the rest; resume it with: dlrun train --resume {record['run_dir']}")
     assert "before the run started" not in result.stderr
     assert "cut short by SIGTERM" in status["upload"] and "cut short by SIGTERM" in run.data.tags["dlrun.upload"]
     client = MlflowClient(record["tracking_uri"])
@@ -98,6 +98,6 @@ def test_sigint_then_sigterm_while_training_stops_at_once_and_says_both(tmp_path
     record, status, run = _states(result)
     assert record["status"] == status["status"] == run.info.status == "KILLED"
     assert _message(result) == (f"dlrun: interrupted (SIGINT, then SIGTERM); run {run.info.run_id} marked KILLED "
-                                f"in {record['run_dir']}")
+                                f"in {record['run_dir']}; resume it with: dlrun train --resume {record['run_dir']}")
     assert status["error"] == run.data.tags["dlrun.error"] == "interrupted (SIGINT, then SIGTERM)"
     assert {a.path for a in MlflowClient(record["tracking_uri"]).list_artifacts(run.info.run_id)} >= {"run.json"}

@@ -144,7 +144,7 @@ def test_a_mid_epoch_checkpoint_refuses_a_new_batch_size_before_anything_changes
     from dlrun.training.resume import prepare_resume
 
     recipe = _recipe(root, "batch_guard", fit="checkpoint_steps: 5")
-    result = dlrun.train(recipe, ["fit.epochs=1"], output_root=root)
+    result = dlrun.train(recipe, ["fit.epochs=1", "fit.keep_checkpoint=true"], output_root=root)
     run_dir = Path(result.run_dir)
     state_file = run_dir / CHECKPOINT_DIR / STATE_FILE
     state = json.loads(state_file.read_text())

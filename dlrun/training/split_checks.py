@@ -114,15 +114,19 @@ def _compare(part: str, train: dict[int, int], held: dict[int, int], name_of, *,
     """A part's classes against its training part's: refused (strict) when a random part would
     have held ``CHANCE`` rows of a class it lacks, else one warning."""
     n_train, n_held = sum(train.values()), sum(held.values())
+    n_all = n_train + n_held
+    # A class's rows, dealt at random between the two parts, give the part that has none about
+    # count × its share of all rows: from the pooled count, not from one part's rate (a class
+    # with 2 of a 10-row part is no sign that 50 training rows should hold 10 of it).
     problems = []  # (rows a random part would hold, what is wrong)
     for c, count in train.items():
         if c not in held:
-            expected = n_held * count / n_train
+            expected = count * n_held / n_all
             problems.append((expected, f"no row of {name_of(c)} (the training part has {count} of its {n_train} "
                                        f"rows, so about {expected:.0f} were expected)"))
     for c, count in held.items():
         if c not in train:
-            problems.append((n_train * count / n_held,
+            problems.append((count * n_train / n_all,
                              f"{_rows(count)} of {name_of(c)}, a class the training part never shows"))
     if not problems:
         return []
