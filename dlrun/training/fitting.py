@@ -67,10 +67,13 @@ def start_fine_tuning(model, recipe) -> dict:
     """Unfreeze the named base from the named layer on and recompile with the fine-tune optimizer."""
     from dlrun.model.builder import compile_model
     from dlrun.model.finetune import unfreeze
+    from dlrun.training.compute import model_scope
 
     spec = recipe.fit.fine_tune
     facts = unfreeze(model, spec)
-    compile_model(model, recipe.compile.model_copy(update={"optimizer": spec.optimizer}), recipe.model.type)
+    with model_scope(recipe):  # the new optimizer's variables on the job's devices
+        compile_model(model, recipe.compile.model_copy(update={"optimizer": spec.optimizer}), recipe.model.type,
+                      model.steps_per_execution)
     return facts
 
 
@@ -180,6 +183,8 @@ class _Fitting:
 
         run_dir = self.ctx.run_dir
         epoch, batch, value = self.guard.tripped
+        first = max(1, getattr(self.guard, "first_batch", batch))
+        batches = f"batch {batch}" if first >= batch else f"one of batches {first}–{batch}"
         last = load_checkpoint(run_dir.path) if self.ctx.recipe.fit.checkpoint else None
         if last is not None and (last.epoch or last.batch):
             after = f"epoch {last.epoch}" + (f" and {last.batch} batches of epoch {last.epoch + 1}" if last.batch else "")
@@ -187,7 +192,7 @@ class _Fitting:
         else:
             kept = f"the epochs before are kept in {run_dir.path}"
         raise TrainingDiverged(
-            f"{self.job}: {_loss_words(self.guard.loss_name)} became {value} at epoch {epoch}, batch {batch}; "
+            f"{self.job}: {_loss_words(self.guard.loss_name)} became {value} at epoch {epoch}, {batches}; "
             f"training stopped and {kept}. "
             f"Lower the learning rate, look for NaN/inf in the data, or clip gradients "
             f"(compile.optimizer: {{Adam: {{clipnorm: 1.0}}}})")
