@@ -7,7 +7,8 @@ and as MLflow tags.
 weights × the batch size is at most :data:`TINY_STEP` (about 16 M, a few milliseconds of compute
 on a CPU core — as long as Keras' own per-batch work); a tiny step runs ``min(32, batches per
 epoch)`` batches per call, any other 1. With ``fit.checkpoint_steps`` it is lowered to a divisor of
-it, so every step checkpoint falls between two calls. The first batches are not timed: the choice
+it, so every step checkpoint falls between two calls; where fit reads a repeating dataset (a seeded
+stream, ``steps_per_epoch``), to a divisor of the epoch's batches too. The first batches are not timed: the choice
 must not depend on the machine's load, or a resumed run would batch differently.
 """
 
@@ -60,18 +61,33 @@ def batches_per_epoch(recipe, data) -> int | None:
     return math.ceil(rows / recipe.fit.batch_size)
 
 
-def steps_per_execution(recipe, model, batches: int | None) -> int:
-    """The recipe's ``fit.steps_per_execution``, ``auto`` resolved by the rule above."""
+def steps_per_execution(recipe, model, batches: int | None, repeating: bool, note=lambda text: None) -> int:
+    """The recipe's ``fit.steps_per_execution``, ``auto`` resolved by the rule above.
+
+    ``repeating``: fit reads a dataset that does not end with the epoch (a seeded stream, streamed
+    data with ``steps_per_epoch``). Keras then runs whole calls of N batches and would train past
+    the epoch's end when N does not divide it, so N is lowered to a divisor (``note`` says so)."""
     asked = recipe.fit.steps_per_execution
-    if asked != "auto":
-        return asked
-    if batches is None or model.count_params() * recipe.fit.batch_size > TINY_STEP:
-        return 1
-    steps = max(1, min(MAX_AUTO_STEPS, batches))
     every = recipe.fit.checkpoint_steps if recipe.fit.checkpoint else None
-    if every:
-        steps = max(d for d in range(1, steps + 1) if every % d == 0)
+    counts = [c for c in (every, *((batches, recipe.fit.validation_steps) if repeating else ())) if c]
+    if asked == "auto":
+        tiny = batches is not None and model.count_params() * recipe.fit.batch_size <= TINY_STEP
+        return _largest_divisor(min(MAX_AUTO_STEPS, batches) if tiny else 1, counts)
+    steps = math.gcd(asked, *counts)
+    if steps != asked:
+        note(f"fit.steps_per_execution {asked}: {steps} batches per call instead, so that calls end where the "
+             f"epoch's {batches} batches (or fit.validation_steps) end — give a divisor of it")
     return steps
+
+
+def steps_for_call(steps: int, batches: int | None) -> int:
+    """One fit call's batches per execution: a divisor of the job's ``steps`` that also divides the
+    call's ``batches`` per epoch (a resumed epoch's rest), so no call trains past an epoch's end."""
+    return math.gcd(steps, batches) if batches else steps
+
+
+def _largest_divisor(cap: int, counts: list[int]) -> int:
+    return max(d for d in range(1, max(1, cap) + 1) if all(c % d == 0 for c in counts))
 
 
 def compute_facts(recipe, model) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from dlrun.data.dataset import Dataset, StreamedDataset, plain, rows
 from dlrun.data.splits import Split
 from dlrun.data.transforms import FittedPipeline, fit_pipeline
 from dlrun.recipe.schema import Recipe
-from dlrun.training.fitting import joined, record_model_facts, start_fine_tuning
+from dlrun.training.fitting import joined, reads_repeating, record_model_facts, start_fine_tuning
 
 
 @dataclass
@@ -248,7 +248,9 @@ def run_job(
     if not preflighted or not model.built:  # a subclassed (plugin) model builds on its first batch
         _check_fits(recipe, model, x_few, y_few)
     record_model_facts(ctx, facts)
-    set_steps_per_execution(model, steps_per_execution(recipe, model, batches_per_epoch(recipe, data)))
+    steps = steps_per_execution(recipe, model, batches_per_epoch(recipe, data), reads_repeating(recipe, data),
+                                ctx.reporter.note)
+    set_steps_per_execution(model, steps)
     record_compute(run_dir, ctx.tracked, compute_facts(recipe, model))
     save_model_picture(model, run_dir.file("model.png"), ctx.reporter.note)  # skipped, noted, without graphviz
 
