@@ -35,9 +35,17 @@ if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; t
 else
   nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader | sed 's/^/gpu: /'
 fi
+# TensorFlow must see the GPUs nvidia-smi lists (the CUDA wheels of the gpu extra).
+TF_GPUS=$("$PYTHON" -c 'import os; os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import tensorflow as tf; print(tf.__version__, len(tf.config.list_physical_devices("GPU")))' 2>/dev/null | tail -1)
+echo "tensorflow ${TF_GPUS% *}: ${TF_GPUS##* } GPU(s) visible"
+if [[ $QUICK == 0 && "${TF_GPUS##* }" == 0 ]]; then
+  echo "gpu_check: nvidia-smi lists GPUs but TensorFlow sees none: pip install 'dlrun[gpu]' (CUDA and cuDNN wheels)" >&2
+  exit 2
+fi
 OUT="${GPU_CHECK_OUT:-$(mktemp -d -t dlrun-gpu-check.XXXXXX)}"
 mkdir -p "$OUT"
-echo "dlrun: $DLRUN ($("$DLRUN" --version 2>/dev/null || echo '?')); output: $OUT"
+echo "dlrun: $DLRUN; output: $OUT"
 START=$(date +%s)
 SUMMARY="$OUT/figures.tsv"
 printf 'run\twall_s\tstatus\tmetrics\tcompute\n' > "$SUMMARY"
@@ -47,7 +55,7 @@ run() {
   local name="$1"; shift
   local t0 t1 status=0
   t0=$(date +%s.%N)
-  "$DLRUN" "$@" -o "$OUT/runs" --json > "$OUT/$name.json" 2> "$OUT/$name.log" || status=$?
+  "$DLRUN" "$@" -o "$OUT/out" --json > "$OUT/$name.json" 2> "$OUT/$name.log" || status=$?
   t1=$(date +%s.%N)
   "$PYTHON" - "$name" "$t0" "$t1" "$status" "$OUT/$name.json" "$OUT/$name.log" >> "$SUMMARY" <<'EOF'
 import json, sys

@@ -11,9 +11,6 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator
 
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-
-
 @contextmanager
 def precision_policy(name: str) -> Iterator[None]:
     """Layers created inside compute in ``name``'s dtype; the policy before is restored after, so

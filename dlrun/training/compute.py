@@ -71,7 +71,7 @@ def steps_per_execution(recipe, model, batches: int | None, repeating: bool, not
     every = recipe.fit.checkpoint_steps if recipe.fit.checkpoint else None
     counts = [c for c in (every, *((batches, recipe.fit.validation_steps) if repeating else ())) if c]
     if asked == "auto":
-        tiny = batches is not None and model.count_params() * recipe.fit.batch_size <= TINY_STEP
+        tiny = batches is not None and _weights(model) * recipe.fit.batch_size <= TINY_STEP
         return _largest_divisor(min(MAX_AUTO_STEPS, batches) if tiny else 1, counts)
     steps = math.gcd(asked, *counts)
     if steps != asked:
@@ -84,6 +84,15 @@ def steps_for_call(steps: int, batches: int | None) -> int:
     """One fit call's batches per execution: a divisor of the job's ``steps`` that also divides the
     call's ``batches`` per epoch (a resumed epoch's rest), so no call trains past an epoch's end."""
     return math.gcd(steps, batches) if batches else steps
+
+
+def _weights(model) -> float:
+    """The model's weight count; a subclassed model that builds on its first training batch counts
+    as large (its step is not known to be tiny)."""
+    try:
+        return model.count_params()
+    except ValueError:
+        return math.inf
 
 
 def _largest_divisor(cap: int, counts: list[int]) -> int:
