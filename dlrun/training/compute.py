@@ -8,8 +8,8 @@ weights × the batch size is at most :data:`TINY_STEP` (about 16 M, a few millis
 on a CPU core — as long as Keras' own per-batch work); a tiny step runs ``min(32, batches per
 epoch)`` batches per call, any other 1. With ``fit.checkpoint_steps`` it is lowered to a divisor of
 it, so every step checkpoint falls between two calls; where fit reads a repeating dataset (a seeded
-stream, ``steps_per_epoch``), to a divisor of the epoch's batches too. The first batches are not timed: the choice
-must not depend on the machine's load, or a resumed run would batch differently.
+stream, ``steps_per_epoch``), to a divisor of the epoch's batches too. The first batches are not
+timed: the choice must not depend on the machine's load, or a resumed run would batch differently.
 """
 
 from __future__ import annotations
