@@ -137,7 +137,6 @@ def test_step_checkpoints_fall_every_n_batches_with_steps_per_execution(tmp_path
     assert _compute(result.run_dir)["steps_per_execution"] == 4
 
 
-@pytest.mark.slow
 def test_the_nan_guard_stops_within_the_execution_and_keeps_the_last_finite_checkpoint(tmp_path):
     recipe = tmp_path / "nan.yaml"
     recipe.write_text(resumable_iris_recipe("nan", epochs=4, fit="steps_per_execution: 3\ncheckpoint_steps: 3"))
