@@ -61,8 +61,9 @@ ExecutorOption = typer.Option(
     "serial", "--executor", help="Where the jobs (K-fold's folds, tune's trials) run: serial (here, one by one), "
                                  "local (worker processes on this host), ray, slurm.")
 WorkersOption = typer.Option(None, "--workers", min=1, help="Jobs at once; alone, N > 1 means --executor local.")
-GpusOption = typer.Option(None, "--gpus", metavar="0,1,…", help="local: the GPUs to deal out to workers "
-                                                              "(default: every visible one).")
+GpusOption = typer.Option(None, "--gpus", metavar="0,1,…", help="The GPUs to use (nvidia-smi ids): a serial run "
+                                                              "trains on them (several: MirroredStrategy); local "
+                                                              "deals them out to workers (default: every visible one).")
 GpusPerJobOption = typer.Option(None, "--gpus-per-job", min=0, help="GPUs each job gets (default 1 where there are "
                                                                     "GPUs; 0: train on the CPU).")
 RayAddressOption = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS", help="ray: the cluster to use "

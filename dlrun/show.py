@@ -79,8 +79,10 @@ def print_model_summary(loaded: LoadedRecipe) -> None:
         model = _model_from_data(loaded)
     else:
         from dlrun.model.builder import BuildContext
+        from dlrun.model.precision import precision_policy
 
-        model = build_model(loaded.recipe.model, shape, name=loaded.recipe.name,
-                            context=BuildContext(base_dir=loaded.base_dir))
-        compile_model(model, loaded.recipe.compile, loaded.recipe.model.type)
+        with precision_policy(loaded.recipe.fit.precision):  # the dtypes the run's layers will have
+            model = build_model(loaded.recipe.model, shape, name=loaded.recipe.name,
+                                context=BuildContext(base_dir=loaded.base_dir))
+            compile_model(model, loaded.recipe.compile, loaded.recipe.model.type)
     model.summary(print_fn=lambda line, **_: print(line))

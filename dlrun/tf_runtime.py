@@ -45,7 +45,24 @@ def configure_runtime(seed: int, deterministic: bool = False) -> None:
     import keras
     import tensorflow as tf
 
+    grow_gpu_memory(tf)  # before anything touches a GPU
     tf.get_logger().setLevel(logging.ERROR)  # tf.function retracing notes between K-fold folds
     keras.utils.set_random_seed(seed)
     if deterministic:  # the same ops in the same order give the same bits (slower on GPU)
         tf.config.experimental.enable_op_determinism()
+
+
+def grow_gpu_memory(tf) -> None:
+    """Let each visible GPU's memory grow as needed instead of TensorFlow taking nearly all of it
+    at start, so several jobs (K-fold workers, tuning trials, a colleague's) can share one GPU.
+    ``DLRUN_GPU_MEMORY_GROWTH=0`` (or TensorFlow's own ``TF_FORCE_GPU_ALLOW_GROWTH=false``) keeps
+    TensorFlow's default: one job that wants the whole GPU and no fragmentation."""
+    if os.environ.get("DLRUN_GPU_MEMORY_GROWTH", "1").lower() in ("0", "false", "no", "off"):
+        return
+    if os.environ.get("TF_FORCE_GPU_ALLOW_GROWTH", "").lower() == "false":
+        return
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # the GPU is already in use in this process (a notebook's second run)
+            pass

@@ -43,10 +43,45 @@ def parse_gpus(text: str | None) -> list[str] | None:
     return ids
 
 
+def check_gpus(ids: list[str]) -> list[str]:
+    """``--gpus`` ids that this host has (refused, exit 2, naming the ones it has — or that it has none)."""
+    have = visible_gpus()
+    where = ("CUDA_VISIBLE_DEVICES hides every GPU" if os.environ.get("CUDA_VISIBLE_DEVICES") is not None
+             else "nvidia-smi lists none" if shutil.which("nvidia-smi") else "there is no nvidia-smi")
+    if not have:
+        raise UsageError(f"--gpus {','.join(ids)}: this machine has no GPU that CUDA can see ({where}); leave "
+                         f"--gpus out to train on the CPU, or run on a GPU server")
+    missing = [g for g in ids if g not in have]
+    if missing:
+        raise UsageError(f"--gpus {','.join(ids)}: no GPU {', '.join(missing)} here; the GPUs this machine has "
+                         f"are {','.join(have)}")
+    return ids
+
+
+def use_gpus_here(ids: list[str]) -> None:
+    """Train in this process on GPUs ``ids`` only (a serial run): set before TensorFlow starts."""
+    import sys
+
+    if "tensorflow" in sys.modules:  # a notebook that already trained: CUDA's device list is fixed
+        import tensorflow as tf
+
+        physical = tf.config.list_physical_devices("GPU")
+        order = visible_gpus()
+        try:
+            tf.config.set_visible_devices([physical[order.index(g)] for g in ids], "GPU")
+        except (RuntimeError, IndexError, ValueError):
+            raise UsageError(f"--gpus {','.join(ids)}: TensorFlow has already set up its GPUs in this process; "
+                             f"choose them before the first run (restart the notebook, or set "
+                             f"CUDA_VISIBLE_DEVICES)") from None
+        return
+    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(ids)
+
+
 def local_slots(workers: int | None, gpus: list[str] | None, gpus_per_job: int) -> list[dict]:
     """One device set per worker: ``gpus_per_job`` GPUs each from ``gpus`` (default: every
     visible one), and the cores shared out as TensorFlow threads. ``workers`` defaults to
     one per GPU group, else to the cores (at most 4)."""
+    chosen = gpus is not None
     gpus = visible_gpus() if gpus is None else gpus
     cores = cpu_count()
     if gpus and gpus_per_job:
@@ -60,6 +95,8 @@ def local_slots(workers: int | None, gpus: list[str] | None, gpus_per_job: int) 
                              f"most {groups} workers get their own GPUs; use --workers {groups}, or "
                              f"--gpus-per-job 0 to train on the CPU")
         sets = [gpus[i * gpus_per_job:(i + 1) * gpus_per_job] for i in range(workers)]
+        if chosen:  # after the counts: a wrong combination is said first, whatever the host
+            check_gpus(gpus)
     else:
         workers = workers or max(1, min(4, cores))
         sets = [[] for _ in range(workers)]  # CUDA_VISIBLE_DEVICES="": no worker touches a GPU

@@ -77,8 +77,15 @@ def make_executor(options: ExecutorOptions, *, output_root: Path, tracking_uri: 
     gpus_per_job = options.gpus_per_job if options.gpus_per_job is not None else profile.get("gpus_per_job")
     if workers is not None and workers < 1:
         raise UsageError(f"--workers {workers}: give 1 or more")
-    if kind == "serial":
+    if kind == "serial":  # one job at a time, here: on the chosen GPUs (several: MirroredStrategy)
+        if options.gpus is not None:
+            from dlrun.execution.devices import check_gpus, parse_gpus, use_gpus_here
+
+            use_gpus_here(check_gpus(parse_gpus(options.gpus)))
         return None
+    if options.gpus is not None and kind != "local":
+        raise UsageError(f"--gpus chooses this host's GPUs (serial and local executors); with --executor {kind} "
+                         f"give --gpus-per-job and let {kind} place the jobs")
     if kind == "local":
         from dlrun.execution.devices import parse_gpus
         from dlrun.execution.local import LocalExecutor

@@ -58,7 +58,8 @@ class TrainedModel:
         from dlrun.model.saved import load_keras_model
 
         return load_keras_model(self.job.model_path, plugins=tuple(self.recipe.plugins or ()),
-                                compile=self._compile, where=f"run {self.job.path}")
+                                compile=self._compile, where=f"run {self.job.path}",
+                                precision=self.recipe.fit.precision)
 
     @cached_property
     def pipeline(self):

@@ -60,11 +60,15 @@ def build_sequential(spec: SequentialModel, input_shape: tuple, name: str, input
     """
     import keras
 
+    from dlrun.model.precision import keep_output_float32
+
     shape = tuple(spec.input_shape) if spec.input_shape is not None else tuple(input_shape)
     model = keras.Sequential(name=_safe_model_name(name))
     model.add(keras.Input(shape=shape, dtype=input_dtype))
     for index, layer_spec in enumerate(spec.layers):
         layer = instantiate_layer(layer_spec, index, context)
+        if index == len(spec.layers) - 1:  # under mixed precision the outputs stay float32
+            keep_output_float32(layer)
         try:
             model.add(layer)
         except Exception as exc:  # noqa: BLE001
@@ -117,11 +121,23 @@ def make_object(kind: str, spec: KerasObject) -> Any:
         raise ModelBuildError(f"compile.{kind} {spec.name}: {first_line(exc)}") from exc
 
 
-def compile_model(model, spec: CompileSpec, kind: str = "sequential") -> None:
-    """Compile ``model`` as its kind does (a GAN takes two optimizers, a VAE no loss)."""
+def compile_model(model, spec: CompileSpec, kind: str = "sequential", steps_per_execution: int = 1) -> None:
+    """Compile ``model`` as its kind does (a GAN takes two optimizers, a VAE no loss), with the
+    recipe's ``compile.jit_compile`` and ``steps_per_execution`` batches per compiled call."""
     from dlrun.model.kinds import KINDS
 
     KINDS[kind].compile(model, spec)
+    # Set after the kind's compile, the same way for every kind (a plugin's compile may not pass them on).
+    if spec.jit_compile != "auto":
+        model.jit_compile = spec.jit_compile  # Keras warns and keeps False where the model cannot use XLA
+    set_steps_per_execution(model, steps_per_execution)
+
+
+def set_steps_per_execution(model, steps: int) -> None:
+    """Run ``steps`` batches per call of the compiled step; the compiled functions are dropped,
+    since they loop over as many batches as Keras' epoch iterator hands them."""
+    model.steps_per_execution = steps
+    model.train_function = model.test_function = model.predict_function = None
 
 
 def compile_layers(model, spec: CompileSpec) -> None:

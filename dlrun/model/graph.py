@@ -70,6 +70,7 @@ def build_graph(spec, input_shapes: Any = None, name: str = "model", input_dtype
     import keras
 
     from dlrun.model.builder import BuildContext, _safe_model_name, first_line
+    from dlrun.model.precision import keep_output_float32
 
     context = context or BuildContext()
     tensors: dict[str, Any] = {}
@@ -83,6 +84,8 @@ def build_graph(spec, input_shapes: Any = None, name: str = "model", input_dtype
         layer_spec = spec.shared[node.shared] if node.shared is not None else node.layer
         where = f"model.nodes.{node_name} ({layer_spec.name})"
         layer = shared[node.shared] if node.shared is not None else _make_layer(layer_spec, node_name, where, context)
+        if node_name in spec.output_names:  # under mixed precision the outputs stay float32
+            keep_output_float32(layer)
         args = [tensors[ref] for ref in node.input_names]
         try:
             if len(args) == 1 and input_count(layer_spec.name)[0] == 1:

@@ -16,13 +16,16 @@ from dlrun.errors import ModelBuildError
 
 
 def load_keras_model(path: str | Path, *, plugins: tuple[str, ...] = (), compile: bool = True,
-                     where: str = "model"):
-    """``keras.saving.load_model(path, safe_mode=True)`` with dlrun's errors."""
+                     where: str = "model", precision: str = "float32"):
+    """``keras.saving.load_model(path, safe_mode=True)`` with dlrun's errors. ``precision``: the
+    run's ``fit.precision`` (a saved Sequential or functional model does not record its own policy,
+    and a mixed_float16 one needs it to compile with loss scaling and load its optimizer's state)."""
     import keras
 
     from dlrun.model.builder import first_line
     from dlrun.model.kinds import register_kinds
     from dlrun.model.plugins import import_plugins
+    from dlrun.model.precision import precision_policy
 
     path = Path(path)
     if not path.is_file():
@@ -30,7 +33,7 @@ def load_keras_model(path: str | Path, *, plugins: tuple[str, ...] = (), compile
     import_plugins(plugins)  # their register_keras_serializable classes become known to Keras
     register_kinds()  # dlrun's own model kinds (VAE, GAN)
     try:
-        with _safe_mode_scope():
+        with _safe_mode_scope(), precision_policy(precision):
             return keras.saving.load_model(path, compile=compile, safe_mode=True)
     except Exception as exc:  # noqa: BLE001 - Keras raises ValueError/TypeError/OSError…
         text = str(exc)

@@ -209,6 +209,11 @@ class CompileSpec(Strict):
     loss_weights: dict[str, float] | None = None
     metrics: list[KerasObject] | dict[str, list[KerasObject]] = Field(default_factory=list)
 
+    # --- GPU servers: how the compiled step runs
+    jit_compile: Literal["auto"] | Annotated[bool, Field(strict=True)] = Field(
+        default="auto", description="XLA: auto lets Keras decide (off on the CPU, under several GPUs, and for "
+                                    "layers XLA cannot compile); the value it chose is recorded")
+
     @property
     def loss_names(self) -> list[str]:
         """The loss name, or each output's (stratified K-fold asks whether they classify)."""
@@ -245,10 +250,29 @@ class FitSpec(Strict):
         description="also save it every N training batches, and where Ctrl-C/SIGTERM stops an epoch: "
                     "--resume then continues mid-epoch, skipping the batches already trained")
 
+    # --- GPU servers: number format and step batching
+    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = Field(
+        default="float32", description="mixed_float16 (NVIDIA GPUs, loss scaling on) or mixed_bfloat16 (recent "
+                                       "GPUs, TPUs): compute in 16 bits, keep the weights and the outputs in float32")
+    steps_per_execution: Literal["auto"] | Annotated[int, Field(strict=True, ge=1, lt=2**31)] = Field(
+        default=1, description="training batches run in one call of the compiled step (batch callbacks see one "
+                               "batch in N); auto: several for a small model, 1 otherwise")
+
     @model_validator(mode="after")
     def _steps_need_checkpoints(self) -> "FitSpec":
         if self.checkpoint_steps is not None and not self.checkpoint:
             raise ValueError("checkpoint_steps saves the training state inside an epoch: it needs checkpoint: true")
+        return self
+
+    @model_validator(mode="after")
+    def _executions_fit_checkpoints(self) -> "FitSpec":
+        spe = self.steps_per_execution
+        if isinstance(spe, int) and spe > 1 and self.checkpoint_steps and self.checkpoint_steps % spe:
+            lower = max(d for d in range(1, spe + 1) if self.checkpoint_steps % d == 0)
+            raise ValueError(f"checkpoint_steps {self.checkpoint_steps} is not a multiple of steps_per_execution "
+                             f"{spe}: Keras sees the batches {spe} at a time, so a save can only fall between two "
+                             f"executions; use steps_per_execution {lower}, or checkpoint_steps "
+                             f"{-(-self.checkpoint_steps // spe) * spe}")
         return self
 
 

@@ -233,11 +233,21 @@ def nonfinite_guard():
                 return
             for name, value in (logs or {}).items():
                 if (name == "loss" or name.endswith("_loss")) and not math.isfinite(float(value)):
-                    self.tripped, self.loss_name = (self._epoch, self.batch_offset + batch + 1, float(value)), name
+                    last = _last_batch(self, batch)
+                    self.tripped, self.loss_name = (self._epoch, self.batch_offset + last, float(value)), name
+                    # With steps_per_execution N, Keras reports once per N batches: any of them.
+                    self.first_batch = self.batch_offset + batch + 2 - self.model.steps_per_execution
                     self.model.stop_training = True
                     return
 
     return StopOnNonFiniteLoss()
+
+
+def _last_batch(callback, batch: int) -> int:
+    """The 1-based count of batches done at ``on_train_batch_end(batch)``: with steps_per_execution N,
+    Keras passes the last index of an N-batch call, past the epoch's end for its last, shorter call."""
+    steps = callback.params.get("steps")
+    return min(batch + 1, steps) if steps else batch + 1
 
 
 def step_checkpointer(every: int | None, save, resumed: tuple[int, int, Any] | None = None):
@@ -289,7 +299,8 @@ def batch_progress(job: str, report, skipped: int = 0):
 
         def on_train_batch_end(self, batch, logs=None):
             steps = self.params.get("steps")
-            report(job, self._epoch, skipped + batch + 1, skipped + steps if steps else None, dict(logs or {}))
+            report(job, self._epoch, skipped + _last_batch(self, batch), skipped + steps if steps else None,
+                   dict(logs or {}))
 
     return BatchProgress()
 

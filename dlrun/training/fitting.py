@@ -67,10 +67,13 @@ def start_fine_tuning(model, recipe) -> dict:
     """Unfreeze the named base from the named layer on and recompile with the fine-tune optimizer."""
     from dlrun.model.builder import compile_model
     from dlrun.model.finetune import unfreeze
+    from dlrun.training.compute import model_scope
 
     spec = recipe.fit.fine_tune
     facts = unfreeze(model, spec)
-    compile_model(model, recipe.compile.model_copy(update={"optimizer": spec.optimizer}), recipe.model.type)
+    with model_scope(recipe):  # the new optimizer's variables on the job's devices
+        compile_model(model, recipe.compile.model_copy(update={"optimizer": spec.optimizer}), recipe.model.type,
+                      model.steps_per_execution)
     return facts
 
 
@@ -102,6 +105,7 @@ class _Fitting:
     def __init__(self, ctx, model, data, job: str, own: list, stop, guard):
         self.ctx, self.model, self.data, self.job, self.own, self.stop, self.guard = \
             ctx, model, data, job, own, stop, guard
+        self.steps = model.steps_per_execution  # the job's; a resumed epoch's rest may need fewer
 
     def fit(self, start: int, end: int, total: int, stage: int, checkpoint) -> dict[str, list]:
         """Epochs ``start`` to ``end`` of ``total`` in ``stage``. A ``checkpoint`` saved inside
@@ -126,12 +130,19 @@ class _Fitting:
     def _run(self, epochs: tuple[int, int, int, int, int], states, skip: int = 0, restore=None) -> dict[str, list]:
         """One ``model.fit`` from epoch ``start`` to ``stop_at`` (the stage ends at ``end``), after
         ``skip`` batches of its first epoch, whose metric totals ``restore()`` gives back."""
+        from dlrun.model.builder import set_steps_per_execution
+        from dlrun.training.compute import steps_for_call
+
         start, stop_at = epochs[:2]
         data, recipe = self.data, self.ctx.recipe
         callbacks = self._callbacks(epochs, states, (start, skip, restore) if skip else None)
         self.guard.batch_offset = skip
+        inputs = _inputs(recipe, data, start, skip)
+        per_call = steps_for_call(self.steps, inputs.get("steps_per_epoch"))
+        if per_call != self.model.steps_per_execution:
+            set_steps_per_execution(self.model, per_call)
         try:
-            history = self.model.fit(**_inputs(recipe, data, start, skip), epochs=stop_at,
+            history = self.model.fit(**inputs, epochs=stop_at,
                                      initial_epoch=start, validation_data=data.validation, callbacks=callbacks,
                                      verbose=0).history
         finally:
@@ -180,6 +191,8 @@ class _Fitting:
 
         run_dir = self.ctx.run_dir
         epoch, batch, value = self.guard.tripped
+        first = max(1, getattr(self.guard, "first_batch", batch))
+        batches = f"batch {batch}" if first >= batch else f"one of batches {first}–{batch}"
         last = load_checkpoint(run_dir.path) if self.ctx.recipe.fit.checkpoint else None
         if last is not None and (last.epoch or last.batch):
             after = f"epoch {last.epoch}" + (f" and {last.batch} batches of epoch {last.epoch + 1}" if last.batch else "")
@@ -187,7 +200,7 @@ class _Fitting:
         else:
             kept = f"the epochs before are kept in {run_dir.path}"
         raise TrainingDiverged(
-            f"{self.job}: {_loss_words(self.guard.loss_name)} became {value} at epoch {epoch}, batch {batch}; "
+            f"{self.job}: {_loss_words(self.guard.loss_name)} became {value} at epoch {epoch}, {batches}; "
             f"training stopped and {kept}. "
             f"Lower the learning rate, look for NaN/inf in the data, or clip gradients "
             f"(compile.optimizer: {{Adam: {{clipnorm: 1.0}}}})")
@@ -212,9 +225,19 @@ def _inputs(recipe, data, start: int, skip: int = 0) -> dict[str, Any]:
     return {"x": x, "y": y, "batch_size": recipe.fit.batch_size, "shuffle": recipe.fit.shuffle}
 
 
+def reads_repeating(recipe, data) -> bool:
+    """Whether fit reads a dataset that does not end with each epoch (``steps_per_epoch`` ends it)."""
+    return (data.stream is not None or bool(recipe.fit.steps_per_epoch)) if data.streamed \
+        else _streams_arrays(recipe, 0)
+
+
+def _streams_arrays(recipe, skip: int) -> bool:
+    return bool(skip or (recipe.fit.shuffle and (recipe.deterministic or recipe.fit.checkpoint_steps)))
+
+
 def _array_stream(recipe, data, skip: int):
     """In-memory arrays go through a seeded stream where a resume must see the same batches."""
-    if not (skip or (recipe.fit.shuffle and (recipe.deterministic or recipe.fit.checkpoint_steps))):
+    if not _streams_arrays(recipe, skip):
         return None
     from dlrun.data.streams import array_stream
 

@@ -15,7 +15,7 @@ from dlrun.data.dataset import Dataset, StreamedDataset, plain, rows
 from dlrun.data.splits import Split
 from dlrun.data.transforms import FittedPipeline, fit_pipeline
 from dlrun.recipe.schema import Recipe
-from dlrun.training.fitting import joined, record_model_facts, start_fine_tuning
+from dlrun.training.fitting import joined, reads_repeating, record_model_facts, start_fine_tuning
 
 
 @dataclass
@@ -153,13 +153,15 @@ def _compiled_model(recipe: Recipe, x, context):
     """The recipe's model for inputs shaped like ``x`` (integer inputs stay integers), and
     the facts its recipe layers reported (GloVe coverage, a pretrained base…)."""
     from dlrun.model.builder import build_model, compile_model
+    from dlrun.training.compute import model_scope
 
     if isinstance(x, dict):  # a graph model's inputs by name
         shapes, dtypes = {k: np.shape(v)[1:] for k, v in x.items()}, {k: _input_dtype(v) for k, v in x.items()}
     else:
         shapes, dtypes = np.shape(x)[1:], _input_dtype(x)
-    model = build_model(recipe.model, shapes, name=recipe.name, input_dtype=dtypes, context=context)
-    compile_model(model, recipe.compile, recipe.model.type)
+    with model_scope(recipe):  # fit.precision; several GPUs: MirroredStrategy
+        model = build_model(recipe.model, shapes, name=recipe.name, input_dtype=dtypes, context=context)
+        compile_model(model, recipe.compile, recipe.model.type)
     return model, context.facts
 
 
@@ -224,8 +226,10 @@ def run_job(
     ctx: JobContext, split: Split, *, epochs: int | None = None, evaluate_test: bool = True,
     pipeline: FittedPipeline | None = None,
 ) -> JobResult:
+    from dlrun.model.builder import set_steps_per_execution
     from dlrun.model.plot import save_model_picture
     from dlrun.track.plots import plot_history
+    from dlrun.training.compute import batches_per_epoch, compute_facts, record_compute, steps_per_execution
     from dlrun.training.fitting import train_stages
     from dlrun.training.interrupts import pending, safe_points, safe_stop_callback
 
@@ -244,6 +248,10 @@ def run_job(
     if not preflighted or not model.built:  # a subclassed (plugin) model builds on its first batch
         _check_fits(recipe, model, x_few, y_few)
     record_model_facts(ctx, facts)
+    steps = steps_per_execution(recipe, model, batches_per_epoch(recipe, data), reads_repeating(recipe, data),
+                                ctx.reporter.note)
+    set_steps_per_execution(model, steps)
+    record_compute(run_dir, ctx.tracked, compute_facts(recipe, model))
     save_model_picture(model, run_dir.file("model.png"), ctx.reporter.note)  # skipped, noted, without graphviz
 
     epochs = epochs or recipe.fit.epochs

@@ -266,7 +266,9 @@ def _describe_run(run_dir, loaded: LoadedRecipe, dataset, command: list[str] | N
 
     run_dir.write_yaml("recipe.yaml", loaded.resolved)
     run_dir.write_text("command.txt", " ".join(command or sys.argv) + "\n")
-    run_dir.write_json("environment.json", {**environment_info(), "devices": _devices()})
+    # A job adds what its model resolved ("compute": precision, XLA, batches per call, GPUs).
+    run_dir.write_json("environment.json", {**environment_info(), "devices": _devices(),
+                                            "precision": loaded.recipe.fit.precision})
     run_dir.write_json("data.json", dataset.info)
     run_dir.write_json("inputs.json", loaded.inputs())  # every file the recipe reads (dlrun.recipe.reads)
 
@@ -314,6 +316,8 @@ def _start_tracking(loaded: LoadedRecipe, tracker, run_dir, extra_tags=None):
         "dlrun.recipe_file": str(loaded.path),
         "dlrun.protocol": procedure(recipe),
         "dlrun.run_dir": str(run_dir.path),
+        "dlrun.precision": recipe.fit.precision,
+        "dlrun.devices": ",".join(_devices()),
         **recipe.tracking.tags,
         **(extra_tags or {}),
     }
