@@ -95,7 +95,7 @@ def test_sigterm_mid_epoch_then_resume_finishes_that_epoch_exactly(root):
 
 
 def test_checkpoints_inside_epochs_are_saved_every_n_batches_and_replace_each_other(root, monkeypatch):
-    recipe = _recipe(root, "every_n", fit="checkpoint_steps: 5")
+    recipe = _recipe(root, "every_n", fit="checkpoint_steps: 5\ncheckpoint_every: 0")  # and every epoch
     saved: list[tuple[int, int]] = []
     from dlrun.training import checkpoints
 
@@ -144,7 +144,7 @@ def test_a_mid_epoch_checkpoint_refuses_a_new_batch_size_before_anything_changes
     from dlrun.training.resume import prepare_resume
 
     recipe = _recipe(root, "batch_guard", fit="checkpoint_steps: 5")
-    result = dlrun.train(recipe, ["fit.epochs=1"], output_root=root)
+    result = dlrun.train(recipe, ["fit.epochs=1", "fit.keep_checkpoint=true"], output_root=root)
     run_dir = Path(result.run_dir)
     state_file = run_dir / CHECKPOINT_DIR / STATE_FILE
     state = json.loads(state_file.read_text())
