@@ -36,9 +36,20 @@ def import_tensorflow_quietly() -> None:
             os.close(saved)
 
 
+def freeze_loaded_objects() -> None:
+    """Leave the objects alive now (TensorFlow's, MLflow's modules: ~600,000 of them) out of
+    every later garbage collection: they live as long as the process. A full collection —
+    ``keras.backend.clear_session()`` makes one between K-fold folds — then takes milliseconds
+    instead of ~0.4 s."""
+    import gc
+
+    gc.freeze()
+
+
 def configure_runtime(seed: int, deterministic: bool = False) -> None:
     """Quiet TensorFlow, MLflow's schema notes, and seed Python, NumPy and TensorFlow."""
     import_tensorflow_quietly()
+    freeze_loaded_objects()
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported
     for noisy in ("mlflow", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
