@@ -60,10 +60,13 @@ print(json.dumps({"fold_val_mae": maes}))
 
 def _run(cmd: list[str], cwd: Path) -> tuple[float, dict]:
     """Wall seconds of ``cmd`` and its last stdout line as JSON, with ``cpu_user``: the user CPU
-    seconds it (and its children) took."""
+    seconds it (and its children) took. A leading ``PYTHONPATH=DIR`` item runs it with that path."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    if cmd[0].startswith("PYTHONPATH="):
+        env["PYTHONPATH"], cmd = cmd[0].removeprefix("PYTHONPATH="), cmd[1:]
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
     started = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -79,6 +82,8 @@ def kfold_sides(args, work: Path) -> dict[str, list[str]]:
              "--set", f"fit.epochs={args.epochs}", "--set", f"fit.batch_size={args.batch_size}", "--json", "--quiet"]
     sides = {"plain keras": [sys.executable, str(script), str(args.epochs), str(args.batch_size), "4", "42"],
              "dlrun kfold": dlrun}
+    if args.before:  # the same command, dlrun from another checkout (the code before a change)
+        sides[f"dlrun kfold ({args.before.name})"] = [f"PYTHONPATH={args.before.resolve()}", *dlrun]
     if args.every_epoch:  # the checkpoint policy before fit.checkpoint_every: a save after every epoch
         sides["dlrun kfold, a save every epoch"] = [*dlrun, "--set", "fit.checkpoint_every=0"]
     if args.workers:
@@ -92,6 +97,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=80)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2, help="0: no side with worker processes")
+    parser.add_argument("--before", type=Path, help="also dlrun run from this checkout (e.g. one of main)")
     parser.add_argument("--every-epoch", action="store_true",
                         help="also dlrun with fit.checkpoint_every=0 (a checkpoint after every epoch, as before)")
     parser.add_argument("--tune-trials", type=int, default=6, help="trials per tune call (0: skip tuning)")

@@ -3,9 +3,10 @@
 Python raises KeyboardInterrupt wherever the main thread happens to be. Inside Keras' fit
 loop that can be while its batch-end callbacks still run on a worker thread, and tearing
 the run down under them has crashed the process (SIGSEGV). So while a job trains, a
-first signal is only noted; Keras is asked to stop at the next batch (train or
-validation), and the job raises :class:`Interrupted` once ``fit``/``evaluate`` have
-returned. Outside a job, or on a second signal, it is raised at once.
+first signal is only noted; Keras is asked to stop at the next training batch (or
+validation batch: a job that saves checkpoints lets ``fit`` finish validating the epoch,
+so the epoch is whole and saved), and the job raises :class:`Interrupted` once
+``fit``/``evaluate`` have returned. Outside a job, or on a second signal, it is raised at once.
 
 Once a run exists (:func:`live_run`) and has started to end — a signal was raised into it,
 or the runner called :func:`begin_ending` — later signals are noted, not raised: the run's
