@@ -6,8 +6,6 @@ uninterrupted twin, with every epoch once in MLflow."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,10 +14,10 @@ import pytest
 
 import dlrun
 
-DLRUN = str(Path(sys.executable).with_name("dlrun"))
-TESTS = Path(__file__).parent
-sys.path.insert(0, str(TESTS))
+sys.path.insert(0, str(Path(__file__).parent))
 from _recipes import resumable_iris_recipe  # noqa: E402
+from _runs import dlrun_cli as _dlrun, only_run_dir as _run_dir, saved_weights as _weights  # noqa: E402
+from _runs import spy_on_saves  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -33,48 +31,15 @@ def _recipe(root: Path, name: str, epochs: int, fit: str = "", callbacks: str = 
     return path
 
 
-def _dlrun(root: Path, *args) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([DLRUN, *args, "-o", str(root)], capture_output=True, text=True, env=env, timeout=300)
-
-
-def _run_dir(root: Path, name: str) -> Path:
-    (path,) = (root / "runs" / name).iterdir()
-    return path
-
-
-def _weights(run_dir: Path) -> list[np.ndarray]:
-    import keras
-
-    return keras.saving.load_model(run_dir / "model.keras", safe_mode=True).get_weights()
-
-
 def _steps(summary: dict, key: str = "val_loss") -> list[int]:
     from mlflow import MlflowClient
 
     return sorted(m.step for m in MlflowClient(summary["tracking_uri"]).get_metric_history(summary["run_id"], key))
 
 
-def _saves(monkeypatch) -> list[tuple[int, int]]:
-    """Every checkpoint saved from now on, as (epochs done, batches of the next one)."""
-    from dlrun.training import checkpoints
-
-    saved: list[tuple[int, int]] = []
-    original = checkpoints.save_checkpoint
-
-    def spy(job_dir, model, epoch, *args, **kwargs):
-        done = original(job_dir, model, epoch, *args, **kwargs)
-        state = json.loads((Path(job_dir) / "checkpoint" / "state.json").read_text())
-        saved.append((state["epoch"], state["batch"]))
-        return done
-
-    monkeypatch.setattr(checkpoints, "save_checkpoint", spy)
-    return saved
-
-
 @pytest.mark.parametrize(("every", "expected"), [(0, [(1, 0), (2, 0), (3, 0), (4, 0)]), (3600, [(4, 0)])])
 def test_checkpoint_every_sets_how_often_an_epoch_is_saved(root, monkeypatch, every, expected):
-    saved = _saves(monkeypatch)
+    saved = spy_on_saves(monkeypatch)
     recipe = _recipe(root, f"every_{every}", epochs=4)
     result = dlrun.train(recipe, [f"fit.checkpoint_every={every}", "fit.keep_checkpoint=true"], output_root=root)
     assert result.status == "FINISHED"
@@ -88,7 +53,7 @@ def test_checkpoint_every_sets_how_often_an_epoch_is_saved(root, monkeypatch, ev
 def test_a_stop_saves_where_it_lands_whatever_the_interval(root, monkeypatch, tmp_path):
     from dlrun.training.runner import RunInterrupted
 
-    saved = _saves(monkeypatch)
+    saved = spy_on_saves(monkeypatch)
     recipe = _recipe(root, "stop_saves", epochs=4, plugins="_interrupt_once",
                      callbacks=f"InterruptOnce: {{epoch: 3, batch: 5, marker: {tmp_path / 'sent'}, signal: false}}")
     with pytest.raises(RunInterrupted):
