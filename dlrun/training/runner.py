@@ -120,7 +120,7 @@ def run_recipe(
         protocol, dataset, splits, first_pipeline = _prepare_training(loaded, reporter)
     check_free_space(output_root)
     tracker = _open_store(output_root, experiment, tracking_uri, resume)
-    freeze_loaded_objects()  # MLflow's modules, now imported, too
+    freeze_loaded_objects(after="mlflow")  # its modules, imported by now, too
 
     if resume is None:
         run_dir = RunDir.create(output_root, experiment, recipe.tracking.run_name)
