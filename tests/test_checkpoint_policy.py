@@ -65,6 +65,23 @@ def test_a_stop_saves_where_it_lands_whatever_the_interval(root, monkeypatch, tm
     assert [int(line.split(",")[0]) for line in (run_dir / "history.csv").read_text().splitlines()[1:]] == [1, 2, 3, 4]
 
 
+def test_a_stop_during_validation_lets_it_finish_and_saves_the_whole_epoch(root, monkeypatch, tmp_path):
+    from dlrun.training.runner import RunInterrupted
+
+    saved = spy_on_saves(monkeypatch)
+    recipe = _recipe(root, "stop_validating", epochs=4, plugins="_interrupt_once",
+                     callbacks=f"InterruptOnce: {{epoch: 2, batch: 0, marker: {tmp_path / 'sent'}, signal: false, "
+                               f"validation: true}}")
+    with pytest.raises(RunInterrupted):
+        dlrun.train(recipe, ["fit.checkpoint_every=3600"], output_root=root)
+    assert saved == [(2, 0)]  # epoch 2 validated in full, recorded and saved
+    run_dir = _run_dir(root, "stop_validating")
+    assert len((run_dir / "history.csv").read_text().splitlines()) - 1 == 2
+    summary = dlrun.train(None, output_root=root, resume=run_dir)
+    assert summary.status == "FINISHED"
+    assert [int(line.split(",")[0]) for line in (run_dir / "history.csv").read_text().splitlines()[1:]] == [1, 2, 3, 4]
+
+
 @pytest.mark.slow
 def test_a_run_killed_between_two_time_based_saves_resumes_exactly_from_the_last(root):
     # Epoch 2 ends 6 s after the start: the 5-second save falls due there and nowhere else before
