@@ -104,8 +104,8 @@ class EventReporter(Reporter):
     def __init__(self, emit: Callable[[dict], None]):
         self.emit = emit
 
-    def job_started(self, job, epochs):
-        self.emit({"event": "job_started", "job": job, "epochs": epochs})
+    def job_started(self, job, epochs, done=0):
+        self.emit({"event": "job_started", "job": job, "epochs": epochs, "done": done})
 
     def epoch(self, job, epoch, epochs, logs, seconds):
         self.emit({"event": "epoch", "job": job, "epoch": epoch, "epochs": epochs, "logs": logs,
@@ -125,7 +125,7 @@ def replay(event: dict, reporter: Reporter) -> None:
     """Hand a worker's reporter event to the parent's reporter."""
     kind = event.get("event")
     if kind == "job_started":
-        reporter.job_started(event["job"], event["epochs"])
+        reporter.job_started(event["job"], event["epochs"], done=event.get("done", 0))
     elif kind == "epoch":
         reporter.epoch(event["job"], event["epoch"], event["epochs"], event["logs"], event["seconds"])
     elif kind == "job_finished":
