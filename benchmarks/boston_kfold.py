@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -58,12 +59,20 @@ print(json.dumps({"fold_val_mae": maes}))
 
 
 def _run(cmd: list[str], cwd: Path) -> tuple[float, dict]:
+    """Wall seconds of ``cmd`` and its last stdout line as JSON, with ``cpu_user``: the user CPU
+    seconds it (and its children) took. A leading ``PYTHONPATH=DIR`` item runs it with that path."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    if cmd[0].startswith("PYTHONPATH="):
+        env["PYTHONPATH"], cmd = cmd[0].removeprefix("PYTHONPATH="), cmd[1:]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
     started = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return seconds, json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["cpu_user"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime - before
+    return seconds, result
 
 
 def kfold_sides(args, work: Path) -> dict[str, list[str]]:
@@ -71,8 +80,15 @@ def kfold_sides(args, work: Path) -> dict[str, list[str]]:
     script.write_text(PLAIN)
     dlrun = [sys.executable, "-m", "dlrun", "kfold", str(ROOT / "recipes" / "boston_housing.yaml"), "--k", "4",
              "--set", f"fit.epochs={args.epochs}", "--set", f"fit.batch_size={args.batch_size}", "--json", "--quiet"]
-    return {"plain keras": [sys.executable, str(script), str(args.epochs), str(args.batch_size), "4", "42"],
-            "dlrun kfold": dlrun, f"dlrun kfold --workers {args.workers}": [*dlrun, "--workers", str(args.workers)]}
+    sides = {"plain keras": [sys.executable, str(script), str(args.epochs), str(args.batch_size), "4", "42"],
+             "dlrun kfold": dlrun}
+    if args.before:  # the same command, dlrun from another checkout (the code before a change)
+        sides[f"dlrun kfold ({args.before.name})"] = [f"PYTHONPATH={args.before.resolve()}", *dlrun]
+    if args.every_epoch:  # the checkpoint policy before fit.checkpoint_every: a save after every epoch
+        sides["dlrun kfold, a save every epoch"] = [*dlrun, "--set", "fit.checkpoint_every=0"]
+    if args.workers:
+        sides[f"dlrun kfold --workers {args.workers}"] = [*dlrun, "--workers", str(args.workers)]
+    return sides
 
 
 def main() -> None:
@@ -80,7 +96,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=80)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="0: no side with worker processes")
+    parser.add_argument("--before", type=Path, help="also dlrun run from this checkout (e.g. one of main)")
+    parser.add_argument("--every-epoch", action="store_true",
+                        help="also dlrun with fit.checkpoint_every=0 (a checkpoint after every epoch, as before)")
     parser.add_argument("--tune-trials", type=int, default=6, help="trials per tune call (0: skip tuning)")
     parser.add_argument("--tune-space", choices=("even", "recipe"), default="even",
                         help="even: the recipe's search without its epochs dimension and pruning (every trial "
@@ -117,22 +136,29 @@ def kfold_benchmark(args, work: Path) -> dict:
     folds = results["plain keras"][0]["fold_val_mae"]
     spread = statistics.pstdev(folds)
     base = statistics.median(times["plain keras"])
+    cpu = {name: [r["cpu_user"] for r in rs] for name, rs in results.items()}
     print(f"Boston K-fold: 4 folds, {args.epochs} epochs, batch {args.batch_size}; {args.rounds} rounds, "
-          f"{os.cpu_count()} cores; wall time of each command, fresh output root each")
+          f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; wall time of each command, fresh output root each")
     for name in sides:
         median = statistics.median(times[name])
-        print(f"  {name:28s} {median:6.1f} s  ratio {median / base:.2f}  mean val MAE "
-              f"{statistics.mean(maes[name]):.3f}  [{', '.join(f'{t:.1f}' for t in times[name])} s]")
+        paired = [t / p for t, p in zip(times[name], times["plain keras"])]  # the same round, back to back
+        print(f"  {name:32s} {median:6.1f} s  ratio {median / base:.2f} (per round {', '.join(f'{r:.2f}' for r in paired)})"
+              f"  CPU {statistics.median(cpu[name]):5.1f} s  mean val MAE {statistics.mean(maes[name]):.3f}"
+              f"  [{', '.join(f'{t:.1f}' for t in times[name])} s]")
     mean_plain = statistics.mean(maes["plain keras"])
     print(f"  plain script's folds: val MAE {', '.join(f'{m:.3f}' for m in folds)} (std {spread:.3f}, "
           f"range {min(folds):.3f}–{max(folds):.3f})")
-    workers = f"dlrun kfold --workers {args.workers}"
-    ratio = statistics.median(times[workers]) / base
-    within = abs(statistics.mean(maes[workers]) - mean_plain) <= spread
-    print(f"  goal: --workers {args.workers} ≤ 0.7× plain: {ratio:.2f}× ({'met' if ratio <= 0.7 else 'not met'}); "
-          f"mean val MAE within the plain folds' spread (±{spread:.3f} of {mean_plain:.3f}): "
-          f"{'yes' if within else 'no'}")
-    return {"times": times, "val_mae": maes, "plain_fold_val_mae": folds}
+
+    def verdict(name: str, goal: float) -> None:
+        ratio = statistics.median(times[name]) / base
+        within = abs(statistics.mean(maes[name]) - mean_plain) <= spread
+        print(f"  goal: {name} ≤ {goal}× plain: {ratio:.2f}× ({'met' if ratio <= goal else 'not met'}); mean val "
+              f"MAE within the plain folds' spread (±{spread:.3f} of {mean_plain:.3f}): {'yes' if within else 'no'}")
+
+    verdict("dlrun kfold", 1.05)
+    if args.workers:
+        verdict(f"dlrun kfold --workers {args.workers}", 0.7)
+    return {"times": times, "cpu_user": cpu, "val_mae": maes, "plain_fold_val_mae": folds}
 
 
 # The recipe's space without its epochs dimension, pruning off: every trial costs the same, so a

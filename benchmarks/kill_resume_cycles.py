@@ -9,6 +9,7 @@ and MLflow's steps for every metric (1..epochs, none missing, none twice).
 
     python benchmarks/kill_resume_cycles.py                 # iris, 6 epochs, checkpoint_steps 5
     python benchmarks/kill_resume_cycles.py --steps 0       # whole-epoch checkpoints only
+    python benchmarks/kill_resume_cycles.py --steps 0 --every 2   # a save at most every 2 s, and at each stop
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--steps", type=int, default=5, help="fit.checkpoint_steps (0: whole epochs only)")
+    parser.add_argument("--every", type=float, default=0,
+                        help="fit.checkpoint_every in seconds (0: a save after every epoch, so every cycle gains one)")
     parser.add_argument("--seed", type=int, default=0, help="of the kill times")
     parser.add_argument("--max-cycles", type=int, default=60)
     options = parser.parse_args()
@@ -72,7 +75,7 @@ def main() -> None:
 
     rng = random.Random(options.seed)
     root = Path(tempfile.mkdtemp(prefix="dlrun-cycles-"))
-    fit = f"checkpoint_steps: {options.steps}" if options.steps else ""
+    fit = f"checkpoint_every: {options.every}\n" + (f"checkpoint_steps: {options.steps}" if options.steps else "")
     recipe = root / "cycled.yaml"
     recipe.write_text(resumable_iris_recipe("cycled", epochs=options.epochs, fit=fit))
     twin_recipe = root / "twin.yaml"

@@ -27,9 +27,9 @@ def dlrun(*args, cwd: Path, env: dict | None = None, timeout: int = 600) -> subp
                           cwd=cwd, env=env or ENV, timeout=timeout)
 
 
-def _recipe(folder: Path, name: str, epochs: int) -> Path:
+def _recipe(folder: Path, name: str, epochs: int, fit: str = "") -> Path:
     path = folder / f"{name}.yaml"
-    path.write_text(resumable_iris_recipe(name, epochs=epochs))
+    path.write_text(resumable_iris_recipe(name, epochs=epochs, fit=fit))
     return path
 
 
@@ -107,7 +107,7 @@ def test_local_workers_give_the_serial_fold_metrics(tmp_path):
 
 @pytest.mark.slow
 def test_a_worker_killed_with_sigkill_fails_its_fold_and_resume_runs_only_it(tmp_path):
-    recipe = _recipe(tmp_path, "crash", epochs=30)
+    recipe = _recipe(tmp_path, "crash", epochs=30, fit="checkpoint_every: 0")  # a state saved before the kill
     proc = _popen("kfold", recipe, "--k", "2", "--workers", "2", "-o", "out", "--json", cwd=tmp_path)
     deadline = time.monotonic() + 300
     while not list((tmp_path / "out" / "runs").glob("crash/*/folds/fold_2/history.csv")):

@@ -5,8 +5,6 @@ in deterministic mode, exactly as a twin that was never interrupted (and never s
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,10 +14,10 @@ import pytest
 import dlrun
 from dlrun.errors import RecipeError, ResumeError, TrainingDiverged
 
-DLRUN = str(Path(sys.executable).with_name("dlrun"))
-TESTS = Path(__file__).parent
-sys.path.insert(0, str(TESTS))
+sys.path.insert(0, str(Path(__file__).parent))
 from _recipes import resumable_iris_recipe  # noqa: E402
+from _runs import dlrun_cli as _dlrun, only_run_dir as _run_dir, saved_weights as _weights  # noqa: E402
+from _runs import spy_on_saves  # noqa: E402
 
 PLUGIN = "_interrupt_once"  # tests/_interrupt_once.py: InterruptOnce at one (epoch, batch)
 
@@ -33,22 +31,6 @@ def _recipe(root: Path, name: str, fit: str = "", callbacks: str = "", plugins: 
     path = root / f"{name}.yaml"
     path.write_text(resumable_iris_recipe(name, epochs=4, fit=fit, callbacks=callbacks, plugins=plugins))
     return path
-
-
-def _dlrun(root: Path, *args) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(TESTS)}  # the plugin module
-    return subprocess.run([DLRUN, *args, "-o", str(root)], capture_output=True, text=True, env=env, timeout=300)
-
-
-def _run_dir(root: Path, name: str) -> Path:
-    (path,) = (root / "runs" / name).iterdir()
-    return path
-
-
-def _weights(run_dir: Path) -> list[np.ndarray]:
-    import keras
-
-    return keras.saving.load_model(run_dir / "model.keras", safe_mode=True).get_weights()
 
 
 def _history(run_dir: Path) -> list[str]:
@@ -95,19 +77,8 @@ def test_sigterm_mid_epoch_then_resume_finishes_that_epoch_exactly(root):
 
 
 def test_checkpoints_inside_epochs_are_saved_every_n_batches_and_replace_each_other(root, monkeypatch):
-    recipe = _recipe(root, "every_n", fit="checkpoint_steps: 5")
-    saved: list[tuple[int, int]] = []
-    from dlrun.training import checkpoints
-
-    original = checkpoints.save_checkpoint
-
-    def spy(job_dir, model, epoch, *args, **kwargs):
-        done = original(job_dir, model, epoch, *args, **kwargs)
-        state = json.loads((Path(job_dir) / "checkpoint" / "state.json").read_text())
-        saved.append((state["epoch"], state["batch"]))
-        return done
-
-    monkeypatch.setattr(checkpoints, "save_checkpoint", spy)
+    recipe = _recipe(root, "every_n", fit="checkpoint_steps: 5\ncheckpoint_every: 0")  # and every epoch
+    saved = spy_on_saves(monkeypatch)
     result = dlrun.train(recipe, ["fit.epochs=2", "fit.keep_checkpoint=true"], output_root=root)
     assert result.status == "FINISHED"
     batches = 48  # 96 training rows in batches of 2

@@ -242,13 +242,18 @@ class FitSpec(Strict):
     validation_steps: int | None = Field(strict=True, default=None, ge=1, lt=2**31)
     callbacks: list[KerasObject] = Field(default_factory=list)
     fine_tune: FineTune | None = None
-    checkpoint: bool = Field(default=True, description="save the training state every epoch (dlrun train --resume)")
+    checkpoint: bool = Field(default=True, description="save the training state for dlrun train --resume (see "
+                                                        "checkpoint_every)")
+    checkpoint_every: float = Field(
+        default=30.0, ge=0, le=10**9,
+        description="seconds: save the training state at the end of an epoch at most this often, and always at "
+                    "the end of a training stage and where Ctrl-C/SIGTERM stops training; 0: after every epoch")
     keep_checkpoint: bool = Field(default=False, description="keep the last training state when the run finishes "
                                                              "(it is removed then: a finished run is not resumed)")
     checkpoint_steps: int | None = Field(
         strict=True, default=None, ge=1, lt=2**31,
-        description="also save it every N training batches, and where Ctrl-C/SIGTERM stops an epoch: "
-                    "--resume then continues mid-epoch, skipping the batches already trained")
+        description="also save it every N training batches inside an epoch: --resume then continues mid-epoch, "
+                    "skipping the batches already trained")
 
     # --- GPU servers: number format and step batching
     precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = Field(

@@ -65,6 +65,7 @@ from dlrun.track._store_config import (
     open_failure_is_outage,
     uri_origin,
 )
+from dlrun.track._store_template import seed_new_store
 from dlrun.track._writes import BackgroundWriter, retries_so_far, retry_locked
 
 log = logging.getLogger("dlrun.track")
@@ -113,6 +114,7 @@ class Tracker:
         try:
             with store_init_lock(uri):
                 check_local_store(uri, origin)  # under the lock: another process may be creating it
+                seed_new_store(uri)  # a new SQLite store from the cached empty one: no migrations
                 self.client = MlflowClient(tracking_uri=uri)
                 self.experiment_id = open_experiment(self.client, experiment, uri, origin, self._artifact_location())
         except UsageError:

@@ -176,12 +176,12 @@ def _whole_epochs_only(callback, cut_short) -> None:
     """An epoch cut short by Ctrl-C/SIGTERM is trained again on --resume, and one cut short by
     a NaN loss fails the run: the callback must not act on either (a TensorBoard step logged
     twice, a 'best' .keras saved from half an epoch, a CSV row too many, patience spent)."""
-    from dlrun.training.interrupts import pending
+    from dlrun.training.interrupts import epoch_cut
 
     whole_epoch = callback.on_epoch_end
 
     def on_epoch_end(epoch, logs=None):
-        if not pending() and not cut_short():
+        if not epoch_cut() and not cut_short():
             whole_epoch(epoch, logs)
 
     callback.on_epoch_end = on_epoch_end
@@ -250,13 +250,14 @@ def _last_batch(callback, batch: int) -> int:
     return min(batch + 1, steps) if steps else batch + 1
 
 
-def step_checkpointer(every: int | None, save, resumed: tuple[int, int, Any] | None = None):
+def step_checkpointer(every: int | None, save, stopped, resumed: tuple[int, int, Any] | None = None):
     """A callback calling ``save(epochs_done, batches_done)`` every ``every`` training batches
-    inside an epoch, and at the batch where a noted Ctrl-C/SIGTERM stops it (``every`` None:
-    neither). ``resumed`` (epoch, batches, restore): that epoch starts after that many batches
-    already trained, and ``restore()`` gives back their metric totals once Keras reset them.
+    inside an epoch (None: never), and ``stopped(epochs_done, batches_done)`` at the batch where a
+    noted Ctrl-C/SIGTERM stops training. ``resumed`` (epoch, batches, restore): that epoch starts
+    after that many batches already trained, and ``restore()`` gives back their metric totals
+    once Keras reset them.
 
-    It saves at a batch's *start*, from the main thread: the state then holds exactly the
+    It acts at a batch's *start*, from the main thread: the state then holds exactly the
     batches before it, and Keras' async batch-end dispatch stays on (an overriding batch-end
     hook would turn it off)."""
     import keras
@@ -265,19 +266,18 @@ def step_checkpointer(every: int | None, save, resumed: tuple[int, int, Any] | N
 
     class StepCheckpoint(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
-            self._epoch, self._offset, self._stop_saved = epoch, 0, False
+            self._epoch, self._offset, self._stop_seen = epoch, 0, False
             if resumed is not None and resumed[0] == epoch:
                 _, self._offset, restore = resumed
                 restore()
 
         def on_train_batch_begin(self, batch, logs=None):
             done = self._offset + batch
-            if not done or every is None:
-                return
             if pending():  # Keras still runs this batch, then stops: the state before it is kept
-                if not self._stop_saved:
-                    self._stop_saved = save(self._epoch, done)
-            elif done % every == 0:
+                if not self._stop_seen:
+                    self._stop_seen = True
+                    stopped(self._epoch, done)
+            elif every is not None and done and done % every == 0:
                 save(self._epoch, done)
 
     return StepCheckpoint()
@@ -315,9 +315,9 @@ def epoch_recorder(job: str, epochs: int, on_epoch: Any, cut_short=lambda: False
             self._start = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
-            from dlrun.training.interrupts import pending
+            from dlrun.training.interrupts import epoch_cut
 
-            if pending() or cut_short():  # Ctrl-C/SIGTERM or a NaN loss: not a whole epoch
+            if epoch_cut() or cut_short():  # Ctrl-C/SIGTERM or a NaN loss: not a whole epoch
                 return
             values = {k: float(v) for k, v in (logs or {}).items() if _is_number(v)}
             on_epoch(job, epoch + 1, epochs, values, time.perf_counter() - self._start)

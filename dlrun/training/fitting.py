@@ -38,7 +38,8 @@ def train_stages(ctx, model, data, job: str, epochs: int, stop, checkpoint=None)
         where = f" and {checkpoint.batch} batches of epoch {start + 1}" if checkpoint.batch else ""
         ctx.reporter.note(f"{job}: resumed after epoch {start}{where} (stage {stage})")
 
-    fitting = _Fitting(ctx, model, data, job, own, stop, guard)
+    fitting = _Fitting(ctx, model, data, job, own, stop, guard,
+                       save_policy(ctx, (checkpoint.epoch, checkpoint.batch) if checkpoint is not None else None))
     history: dict[str, list] = {}
     if stage == 1:
         history = fitting.fit(start, end, total, 1, checkpoint) if start < end else {}
@@ -56,6 +57,19 @@ def train_stages(ctx, model, data, job: str, epochs: int, stop, checkpoint=None)
 
             save_checkpoint(ctx.run_dir.path, model, start, 2, end, own, fine_tune.epochs)
     return joined(history, fitting.fit(start, end, total, 2, checkpoint))
+
+
+def save_policy(ctx, resumed_at: tuple[int, int] | None):
+    """The job's checkpoint saves (``fit.checkpoint_every``), its epochs going to MLflow with them."""
+    from dlrun.training.checkpoint_policy import SavePolicy
+
+    fit, tracked = ctx.recipe.fit, ctx.tracked
+
+    def log(epoch: int, logs: dict) -> None:
+        if tracked is not None:
+            tracked.log_epoch(logs, step=epoch)
+
+    return SavePolicy(fit.checkpoint_every if fit.checkpoint else None, log, resumed_at)
 
 
 def joined(first: dict[str, list], then: dict[str, list]) -> dict[str, list]:
@@ -102,10 +116,11 @@ class _Fitting:
     """The ``model.fit`` calls of one job, with the recipe's callbacks ``own`` and dlrun's:
     each epoch recorded as it ends, checkpoints saved, a NaN loss turned into a clear error."""
 
-    def __init__(self, ctx, model, data, job: str, own: list, stop, guard):
+    def __init__(self, ctx, model, data, job: str, own: list, stop, guard, policy):
         self.ctx, self.model, self.data, self.job, self.own, self.stop, self.guard = \
             ctx, model, data, job, own, stop, guard
         self.steps = model.steps_per_execution  # the job's; a resumed epoch's rest may need fewer
+        self.policy = policy
 
     def fit(self, start: int, end: int, total: int, stage: int, checkpoint) -> dict[str, list]:
         """Epochs ``start`` to ``end`` of ``total`` in ``stage``. A ``checkpoint`` saved inside
@@ -154,8 +169,10 @@ class _Fitting:
         """dlrun's callbacks after the recipe's; ``resumed``: (epoch, batches done, metric restore)."""
         from dlrun.training.callbacks import batch_progress, epoch_recorder, step_checkpointer
         from dlrun.training.checkpoints import save_checkpoint, state_restorer
+        from dlrun.training.interrupts import pending
 
         ctx, model, own, recipe, run_dir = self.ctx, self.model, self.own, self.ctx.recipe, self.ctx.run_dir
+        policy = self.policy
         _, _, end, total, stage = epochs
         stage_epochs = recipe.fit.fine_tune.epochs if stage == 2 else end
 
@@ -163,21 +180,21 @@ class _Fitting:
             return save_checkpoint(run_dir.path, model, epoch, stage, end, own, stage_epochs, batch,
                                    recipe.fit.batch_size)
 
+        policy.write = save
+
         def on_epoch(job, epoch, total, logs, seconds):
             run_dir.append_history(epoch, logs)
-            if recipe.fit.checkpoint:  # before MLflow: a resumed run never logs an epoch twice
-                save(epoch)
-            if ctx.tracked is not None:
-                ctx.tracked.log_epoch(logs, step=epoch)
+            # Saved when due, with MLflow after it: a resumed run never logs an epoch twice.
+            policy.epoch_ended(epoch, logs, last=epoch >= end or bool(model.stop_training), stopping=bool(pending()))
             ctx.reporter.epoch(job, epoch, total, logs, seconds)
 
         callbacks = list(own)
         if states is not None:
             callbacks.append(state_restorer(own, states))
         callbacks += [self.stop, self.guard]
-        if (recipe.fit.checkpoint and recipe.fit.checkpoint_steps) or resumed:
-            callbacks.append(step_checkpointer(recipe.fit.checkpoint_steps if recipe.fit.checkpoint else None, save,
-                                               resumed))
+        if policy.enabled or resumed:
+            callbacks.append(step_checkpointer(recipe.fit.checkpoint_steps if policy.enabled else None, policy.save,
+                                               policy.stopped_at, resumed))
         if ctx.reporter.wants_batches:  # a bar inside the epoch (a terminal)
             callbacks.append(batch_progress(self.job, ctx.reporter.batch, resumed[1] if resumed else 0))
         # Last, so it sees what other callbacks add to the logs (ReduceLROnPlateau's learning_rate).

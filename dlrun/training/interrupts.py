@@ -3,9 +3,10 @@
 Python raises KeyboardInterrupt wherever the main thread happens to be. Inside Keras' fit
 loop that can be while its batch-end callbacks still run on a worker thread, and tearing
 the run down under them has crashed the process (SIGSEGV). So while a job trains, a
-first signal is only noted; Keras is asked to stop at the next batch (train or
-validation), and the job raises :class:`Interrupted` once ``fit``/``evaluate`` have
-returned. Outside a job, or on a second signal, it is raised at once.
+first signal is only noted; Keras is asked to stop at the next training batch (or
+validation batch: a job that saves checkpoints lets ``fit`` finish validating the epoch,
+so the epoch is whole and saved), and the job raises :class:`Interrupted` once
+``fit``/``evaluate`` have returned. Outside a job, or on a second signal, it is raised at once.
 
 Once a run exists (:func:`live_run`) and has started to end — a signal was raised into it,
 or the runner called :func:`begin_ending` — later signals are noted, not raised: the run's
@@ -34,6 +35,7 @@ class Interrupted(KeyboardInterrupt):
 class _State:
     protected = False  # inside a job's fit/evaluate
     pending: str | None = None  # the signal noted there
+    cut = False  # the noted signal cut the current epoch short (its batches, or its validation)
     live = False  # a run exists: it must end in one recorded state
     noted: list[str] | None = None  # the live run is ending: signals go here instead of being raised
     cuttable = False  # a noted signal stops the work in hand (the upload of the run's files)
@@ -70,10 +72,16 @@ def pending() -> str | None:
     return _State.pending
 
 
+def epoch_cut() -> bool:
+    """Whether a noted signal stopped the current epoch before its end: such an epoch is
+    trained again on --resume, so it is neither recorded nor seen by callbacks."""
+    return _State.cut
+
+
 @contextmanager
 def safe_points() -> Iterator[None]:
     """Defer signals to the callback's safe points for the duration of a job's Keras calls."""
-    _State.protected, _State.pending = True, None
+    _State.protected, _State.pending, _State.cut = True, None, False
     try:
         yield
     finally:
@@ -134,22 +142,39 @@ def last_run() -> str | None:
     return _State.last_run
 
 
-def safe_stop_callback():
-    """A Keras callback that turns a noted signal into Keras' own stop flags."""
+def safe_stop_callback(finish_validation: bool = False):
+    """A Keras callback that turns a noted signal into Keras' own stop flags.
+    ``finish_validation``: a signal noted while ``fit`` validates an epoch lets that validation
+    finish, so the epoch is whole and its state can be saved (a job that saves checkpoints);
+    otherwise the validation stops at its next batch, as a final evaluation always does."""
     import keras
 
     class SafeStop(keras.callbacks.Callback):
+        fitting = False
+
         # Only *_begin hooks: overriding a batch-end hook would turn off Keras' async dispatch.
+        def on_train_begin(self, logs=None):
+            self.fitting = True
+
+        def on_train_end(self, logs=None):
+            self.fitting = False
+
         def on_epoch_begin(self, epoch, logs=None):
+            _State.cut = False
             if _State.pending:  # the previous epoch's batch-end work has been flushed here
-                self.model.stop_training = True
+                self._stop()
 
         def on_train_batch_begin(self, batch, logs=None):
             if _State.pending:
-                self.model.stop_training = True
+                self._stop()
 
         def on_test_batch_begin(self, batch, logs=None):
-            if _State.pending:
+            if _State.pending and not (self.fitting and finish_validation):
                 self.model.stop_evaluating = True
+                _State.cut = _State.cut or self.fitting
+
+        def _stop(self):
+            self.model.stop_training = True
+            _State.cut = True
 
     return SafeStop()

@@ -266,7 +266,7 @@ def run_job(
         relog_missing_epochs(ctx.tracked, earlier)
     ctx.reporter.job_started(split.name, epochs + (fine_tune.epochs if fine_tune else 0),
                              done=checkpoint.epoch if checkpoint is not None else 0)
-    stop = safe_stop_callback()
+    stop = safe_stop_callback(finish_validation=recipe.fit.checkpoint)  # a whole epoch to save
     metrics: dict[str, float] = {}
     with safe_points():  # Ctrl-C/SIGTERM stop at the next batch, then raise
         history = train_stages(ctx, model, data, split.name, epochs, stop, checkpoint)

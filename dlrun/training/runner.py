@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dlrun.recipe.loading import LoadedRecipe
-from dlrun.tf_runtime import configure_runtime
+from dlrun.tf_runtime import configure_runtime, freeze_loaded_objects
 
 
 @dataclass
@@ -120,6 +120,7 @@ def run_recipe(
         protocol, dataset, splits, first_pipeline = _prepare_training(loaded, reporter)
     check_free_space(output_root)
     tracker = _open_store(output_root, experiment, tracking_uri, resume)
+    freeze_loaded_objects(after="mlflow")  # its modules, imported by now, too
 
     if resume is None:
         run_dir = RunDir.create(output_root, experiment, recipe.tracking.run_name)
