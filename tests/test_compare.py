@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _recipes import iris_recipe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-DLRUN = ROOT / ".venv" / "bin" / "dlrun"
+DLRUN = Path(sys.executable).with_name("dlrun")  # the console script of the interpreter running the tests
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 IRIS = iris_recipe("iris_cmp", shuffle=True, extra="tracking:\n  log_model: false\n")
