@@ -236,7 +236,7 @@ def nonfinite_guard():
                     last = _last_batch(self, batch)
                     self.tripped, self.loss_name = (self._epoch, self.batch_offset + last, float(value)), name
                     # With steps_per_execution N, Keras reports once per N batches: any of them.
-                    self.first_batch = self.batch_offset + batch + 2 - self.model.steps_per_execution
+                    self.first_batch = self.batch_offset + batch + 2 - getattr(self.model, "steps_per_execution", 1)
                     self.model.stop_training = True
                     return
 
@@ -246,7 +246,7 @@ def nonfinite_guard():
 def _last_batch(callback, batch: int) -> int:
     """The 1-based count of batches done at ``on_train_batch_end(batch)``: with steps_per_execution N,
     Keras passes the last index of an N-batch call, past the epoch's end for its last, shorter call."""
-    steps = callback.params.get("steps")
+    steps = (callback.params or {}).get("steps")  # params: set by fit (not by a callback used alone)
     return min(batch + 1, steps) if steps else batch + 1
 
 
