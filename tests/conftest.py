@@ -26,6 +26,19 @@ def recipes_dir() -> Path:
     return ROOT / "recipes"
 
 
+# Tests measured as slow on 2 cores (tests/make_tiers.py writes the list): `pytest -m "not slow"` is the quick tier.
+SLOW_LIST = Path(__file__).with_name("slow_tests.txt")
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("DLRUN_NO_SLOW_LIST") or not SLOW_LIST.exists():
+        return
+    listed = {line.strip() for line in SLOW_LIST.read_text().splitlines() if line.strip() and not line.startswith("#")}
+    for item in items:
+        if item.nodeid in listed:
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     """The recipe fuzz test's count of inputs, shown even without -s (tests/test_recipe_fuzz.py)."""
     counts = config.__dict__.get("dlrun_fuzz_counts")
