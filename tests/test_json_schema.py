@@ -364,5 +364,7 @@ def test_shell_completion_offers_the_commands():
     done = subprocess.run([str(script)], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0 and done.stdout.split() == ["schema"], (done.stdout, done.stderr)
     shown = subprocess.run([str(script), "--show-completion", "bash"], capture_output=True, text=True,
-                           env={"PATH": str(script.parent), "PYTHONPATH": str(ROOT)}, timeout=120)
+                           # the shell named, not guessed from the parent processes (CI has no bash above it)
+                           env={"PATH": str(script.parent), "PYTHONPATH": str(ROOT),
+                                "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}, timeout=120)
     assert "complete -o default -F _dlrun_completion dlrun" in shown.stdout, shown.stderr
