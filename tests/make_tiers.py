@@ -13,7 +13,9 @@ that a new test is heavy; this file keeps the tier honest as tests grow.
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -35,11 +37,9 @@ def durations(log: str) -> dict[str, float]:
 
 def explicitly_slow() -> set[str]:
     """Node ids already marked slow in the code (collected with the list file ignored)."""
-    import subprocess
-
     out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "slow", "-p",
                           "no:cacheprovider", str(HERE)], capture_output=True, text=True, cwd=HERE.parent,
-                         env={**__import__("os").environ, "DLRUN_NO_SLOW_LIST": "1"})
+                         env={**os.environ, "DLRUN_NO_SLOW_LIST": "1"})
     return {line.strip() for line in out.stdout.splitlines() if "::" in line}
 
 

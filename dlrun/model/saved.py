@@ -10,6 +10,7 @@ dlrun's own model kinds (VAE, GAN) are registered first.
 from __future__ import annotations
 
 import contextlib
+import zipfile
 from pathlib import Path
 
 from dlrun.errors import ModelBuildError
@@ -30,6 +31,9 @@ def load_keras_model(path: str | Path, *, plugins: tuple[str, ...] = (), compile
     path = Path(path)
     if not path.is_file():
         raise ModelBuildError(f"{where}: no such model file: {path}")
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):  # Keras would call it "File not found"
+        raise ModelBuildError(f"{where}: {path} is not a Keras model file (truncated or corrupt): train the run "
+                              f"again, or restore the file")
     import_plugins(plugins)  # their register_keras_serializable classes become known to Keras
     register_kinds()  # dlrun's own model kinds (VAE, GAN)
     try:
