@@ -36,6 +36,7 @@ import keras
 from mlxtend.data import boston_housing_data
 
 epochs, batch_size, k, seed = (int(a) for a in sys.argv[1:5])
+folds = [int(i) for i in sys.argv[5].split(",")] if len(sys.argv) > 5 else range(k)  # a share of the folds
 x, y = boston_housing_data()  # keras.datasets.boston_housing.load_data(), offline: same rows, same order
 order = np.arange(len(x))
 np.random.RandomState(113).shuffle(order)
@@ -43,7 +44,7 @@ x, y = x[order].astype("float32"), y[order].astype("float32")
 x_train, y_train = x[: int(len(x) * 0.8)], y[: int(len(x) * 0.8)]
 size = len(x_train) // k
 maes = []
-for i in range(k):  # Listing 3.27
+for i in folds:  # Listing 3.27
     val = np.arange(i * size, (i + 1) * size)
     train = np.setdiff1d(np.arange(len(x_train)), val)
     mean, std = x_train[train].mean(axis=0), x_train[train].std(axis=0)
@@ -55,6 +56,21 @@ for i in range(k):  # Listing 3.27
               validation_data=((x_train[val] - mean) / std, y_train[val]))
     maes.append(model.evaluate((x_train[val] - mean) / std, y_train[val], verbose=0, return_dict=True)["mae"])
 print(json.dumps({"fold_val_mae": maes}))
+'''
+
+# The plain script's folds shared out over N processes started together: what the machine itself
+# gives two processes (each imports TensorFlow and traces its functions), the ceiling for --workers.
+PLAIN_SPLIT = r'''
+import json, subprocess, sys
+script, processes, args = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+k = int(args[2])
+shares = [",".join(str(i) for i in range(k) if i % processes == p) for p in range(processes)]
+procs = [subprocess.Popen([sys.executable, script, *args, share], stdout=subprocess.PIPE, text=True) for share in shares]
+maes = {}
+for share, proc in zip(shares, procs):
+    maes.update(zip(share.split(","), json.loads(proc.communicate()[0].strip().splitlines()[-1])["fold_val_mae"]))
+    assert proc.returncode == 0
+print(json.dumps({"fold_val_mae": [maes[str(i)] for i in range(k)]}))
 '''
 
 
@@ -87,6 +103,10 @@ def kfold_sides(args, work: Path) -> dict[str, list[str]]:
     if args.every_epoch:  # the checkpoint policy before fit.checkpoint_every: a save after every epoch
         sides["dlrun kfold, a save every epoch"] = [*dlrun, "--set", "fit.checkpoint_every=0"]
     if args.workers:
+        split = work / "plain_split.py"
+        split.write_text(PLAIN_SPLIT)
+        sides[f"plain keras, {args.workers} processes"] = [sys.executable, str(split), str(script), str(args.workers),
+                                                           *sides["plain keras"][2:]]
         sides[f"dlrun kfold --workers {args.workers}"] = [*dlrun, "--workers", str(args.workers)]
     return sides
 
@@ -125,7 +145,7 @@ def kfold_benchmark(args, work: Path) -> dict:
 
     def measure(name):
         root = Path(tempfile.mkdtemp(dir=work))  # a fresh output root each run
-        cmd = sides[name] + (["-o", str(root)] if name != "plain keras" else [])
+        cmd = sides[name] + (["-o", str(root)] if name.startswith("dlrun") else [])
         seconds, result = _run(cmd, root)
         results.setdefault(name, []).append(result)
         return seconds
@@ -158,6 +178,10 @@ def kfold_benchmark(args, work: Path) -> dict:
     verdict("dlrun kfold", 1.05)
     if args.workers:
         verdict(f"dlrun kfold --workers {args.workers}", 0.7)
+        ceiling = statistics.median(times[f"plain keras, {args.workers} processes"])
+        print(f"  the plain script's folds over {args.workers} processes take {ceiling / base:.2f}× its time here: "
+              f"dlrun kfold --workers {args.workers} takes "
+              f"{statistics.median(times[f'dlrun kfold --workers {args.workers}']) / ceiling:.2f}× that")
     return {"times": times, "cpu_user": cpu, "val_mae": maes, "plain_fold_val_mae": folds}
 
 
