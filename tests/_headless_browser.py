@@ -28,11 +28,12 @@ def visible_text(dom: str) -> str:
     return " ".join(html.unescape(text).split())
 
 
-def render(url: str, screenshot: Path, expect: list[str], budgets_ms: tuple[int, ...] = (10_000, 30_000, 120_000)) -> str:
+def render(url: str, screenshot: Path, expect: list[str],
+           budgets_ms: tuple[int, ...] = (10_000, 30_000, 120_000)) -> str:
     """The visible text of ``url`` once every string of ``expect`` shows, trying each budget of
-    virtual time in turn (a cold server, or a machine busy with other tests, answers slower:
-    a CI run under load once left the run page's charts spinning after 30 s); the screenshot of the last try is
-    saved at ``screenshot``. Returns the last text even when something is still missing."""
+    virtual time in turn (a cold server, or a machine busy with other tests, answers slower: a CI
+    run under load once left the run page's charts spinning after 30 s); the screenshot of the
+    last try is saved at ``screenshot``. Returns the last text even when something is still missing."""
     text = ""
     for budget in budgets_ms:
         with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
