@@ -115,6 +115,34 @@ def test_an_input_that_does_not_fit_exits_2_and_writes_nothing(quickstart):
     assert "--force" in out.stderr and (cwd / "taken.csv").read_text() == "mine\n"
 
 
+def test_a_damaged_model_file_is_named_as_such_and_nothing_is_written(quickstart):
+    import shutil
+    import zipfile
+
+    cwd = quickstart["cwd"]
+    run = cwd / "damaged_run"
+    shutil.copytree(quickstart["summary"]["run_dir"], run)
+    model = run / "model.keras"
+    whole = model.read_bytes()
+    (cwd / "mine.csv").write_text("mine\n")
+    for damage in ("truncated", "empty", "a zip without a model", "a link to another file"):
+        model.unlink()
+        if damage == "truncated":
+            model.write_bytes(whole[:5000])
+        elif damage == "empty":
+            model.write_bytes(b"")
+        elif damage == "a zip without a model":
+            with zipfile.ZipFile(model, "w") as archive:
+                archive.writestr("notes.txt", "not a model")
+        else:
+            model.symlink_to(cwd / "mine.csv")
+        out = dlrun("predict", run, "test.npz", "-o", "damaged.csv", cwd=cwd, check=2)
+        assert "is not a Keras model file (truncated or corrupt)" in out.stderr, (damage, out.stderr)
+        assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+        assert not list(cwd.glob("*damaged.csv*")), damage
+    assert (cwd / "mine.csv").read_text() == "mine\n"
+
+
 # --------------------------------------------------------------------------- CSV columns and class names
 
 _CSV_RECIPE = """\

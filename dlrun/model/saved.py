@@ -31,7 +31,7 @@ def load_keras_model(path: str | Path, *, plugins: tuple[str, ...] = (), compile
     path = Path(path)
     if not path.is_file():
         raise ModelBuildError(f"{where}: no such model file: {path}")
-    if path.suffix == ".keras" and not zipfile.is_zipfile(path):  # Keras would call it "File not found"
+    if path.suffix == ".keras" and not _keras_archive(path):  # Keras: "File not found", "no item named …"
         raise ModelBuildError(f"{where}: {path} is not a Keras model file (truncated or corrupt): train the run "
                               f"again, or restore the file")
     import_plugins(plugins)  # their register_keras_serializable classes become known to Keras
@@ -47,6 +47,15 @@ def load_keras_model(path: str | Path, *, plugins: tuple[str, ...] = (), compile
                 f"loaded: dlrun keeps Keras' safe mode on. Rebuild the model from a recipe, with custom code "
                 f"in a `plugins:` module") from exc
         raise ModelBuildError(f"{where}: cannot load {path}: {first_line(exc)}") from exc
+
+
+def _keras_archive(path: Path) -> bool:
+    """Whether ``path`` is a zip archive with a model config in it, as every ``.keras`` file is."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return "config.json" in archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
 
 
 def _safe_mode_scope():
