@@ -111,16 +111,26 @@ def kfold_sides(args, work: Path) -> dict[str, list[str]]:
     return sides
 
 
+def _at_least(low: int):
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value}: give {low} or more")
+        return value
+    parse.__name__ = "int"  # argparse says "invalid int value" for text
+    return parse
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=80)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=2, help="0: no side with worker processes")
+    parser.add_argument("--rounds", type=_at_least(1), default=2)
+    parser.add_argument("--epochs", type=_at_least(1), default=80)
+    parser.add_argument("--batch-size", type=_at_least(1), default=16)
+    parser.add_argument("--workers", type=_at_least(0), default=2, help="0: no side with worker processes")
     parser.add_argument("--before", type=Path, help="also dlrun run from this checkout (e.g. one of main)")
     parser.add_argument("--every-epoch", action="store_true",
                         help="also dlrun with fit.checkpoint_every=0 (a checkpoint after every epoch, as before)")
-    parser.add_argument("--tune-trials", type=int, default=6, help="trials per tune call (0: skip tuning)")
+    parser.add_argument("--tune-trials", type=_at_least(0), default=6, help="trials per tune call (0: skip tuning)")
     parser.add_argument("--tune-space", choices=("even", "recipe"), default="even",
                         help="even: the recipe's search without its epochs dimension and pruning (every trial "
                              "the same work); recipe: the search as it is")
