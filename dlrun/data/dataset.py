@@ -62,6 +62,14 @@ def sample_shapes(a) -> Any:
     return tuple(getattr(a, "shape", (len(a),))[1:])
 
 
+def sample_signature(a) -> Any:
+    """One sample's shape and dtype, or each named array's: what a model check depends on."""
+    if isinstance(a, (dict, NamedArrays)):
+        return tuple(sorted((name, sample_signature(v)) for name, v in a.items()))
+    a = np.asarray(a)
+    return a.shape[1:], a.dtype.str
+
+
 @dataclass
 class Dataset:
     """Training arrays, the source's own test split if it has one, and facts to record.

@@ -48,7 +48,7 @@ def fresh_seeded_session(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-def run_fold_job(ctx: JobContext, split: Split, spec: JobSpec, pipeline=None, parent=None) -> JobResult:
+def run_fold_job(ctx: JobContext, split: Split, spec: JobSpec, pipeline=None, checked=None, parent=None) -> JobResult:
     """Train and evaluate ``split`` into ``ctx.run_dir`` (a fold's folder, or ``final/``),
     recording RUNNING → FINISHED/FAILED/KILLED there and in its MLflow run ``ctx.tracked``.
     A refit's model is also the ``parent`` run's model."""
@@ -57,7 +57,8 @@ def run_fold_job(ctx: JobContext, split: Split, spec: JobSpec, pipeline=None, pa
     job_dir.write_status("RUNNING", mlflow_run_id=spec.run_id, job=spec.kind, host=socket.gethostname(),
                          pid=os.getpid(), devices=spec.devices or None, error=None)
     try:
-        result = run_job(ctx, split, epochs=spec.epochs, evaluate_test=spec.evaluate_test, pipeline=pipeline)
+        result = run_job(ctx, split, epochs=spec.epochs, evaluate_test=spec.evaluate_test, pipeline=pipeline,
+                         checked=checked)
         job_dir.write_status("FINISHED", error=None)
         if child is not None:
             child.log_metrics(final_metrics(result))

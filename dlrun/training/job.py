@@ -66,22 +66,34 @@ def _evaluate(model, part, batch_size: int, prefix: str, callbacks: list) -> dic
     return {f"{prefix}{k}": float(v) for k, v in values.items()}
 
 
-def preflight(recipe: Recipe, ds: Dataset | StreamedDataset, split: Split, base_dir=None
-              ) -> tuple[FittedPipeline | None, list[str]]:
+@dataclass
+class Preflight:
+    """What the preflight tried, for the run to reuse: the first split's fitted pipeline, the
+    names the model logs, the sample shapes and dtypes it put through the model (a job whose
+    data looks the same need not try again), and each output's units (the labels check)."""
+
+    pipeline: FittedPipeline | None
+    logged: list[str]
+    checked: Any
+    output_units: dict[str | None, int]
+
+
+def preflight(recipe: Recipe, ds: Dataset | StreamedDataset, split: Split, base_dir=None) -> Preflight:
     """Everything that can go wrong with the data and model, tried on a few rows before a
     run is created: transforms fitted on the training part, the model built and compiled,
     one tiny batch evaluated, the callbacks' metric names and arguments (each built once), the
-    fine-tune stage's layers found. Returns the fitted pipeline (reused by the first job) and
-    the names of the metrics the model logs."""
+    fine-tune stage's layers found."""
     import keras
 
     from dlrun.training.callbacks import check_callbacks
+    from dlrun.training.labels import needs_output_units, output_units
     from dlrun.training.samples import check_samples
 
     pipeline, data = _preflight_data(recipe, ds, split)
     x_few, y_few = data.few()
     model, _ = _compiled_model(recipe, x_few, _build_context(pipeline, base_dir))
     names = _check_fits(recipe, model, x_few, y_few)
+    units = output_units(model, x_few) if needs_output_units(recipe, ds) else {}
     check_samples(recipe, model)
     has_validation = data.validation is not None if data.streamed else split.validation is not None
     check_callbacks(recipe, model, names, has_validation)
@@ -90,7 +102,13 @@ def preflight(recipe: Recipe, ds: Dataset | StreamedDataset, split: Split, base_
     del model
     keras.backend.clear_session(free_memory=False)  # fresh layer names; skip the slow full GC
     keras.utils.set_random_seed(recipe.seed)  # …and from the seeded initial weights
-    return pipeline, names
+    return Preflight(pipeline, names, _signature(x_few, y_few), units)
+
+
+def _signature(x, y) -> tuple:
+    from dlrun.data.dataset import sample_signature
+
+    return sample_signature(x), sample_signature(y)
 
 
 def _check_fits(recipe: Recipe, model, x, y) -> list[str]:
@@ -224,8 +242,10 @@ def _baselines(recipe: Recipe, metrics: dict[str, float]) -> dict[str, float]:
 
 def run_job(
     ctx: JobContext, split: Split, *, epochs: int | None = None, evaluate_test: bool = True,
-    pipeline: FittedPipeline | None = None,
+    pipeline: FittedPipeline | None = None, checked: Any = None,
 ) -> JobResult:
+    """``pipeline``: the split's pipeline when already fitted; ``checked``: the sample signature
+    the preflight put through the model (data that looks the same is not tried again)."""
     from dlrun.model.builder import set_steps_per_execution
     from dlrun.model.plot import save_model_picture
     from dlrun.track.plots import plot_history
@@ -234,7 +254,6 @@ def run_job(
     from dlrun.training.interrupts import pending, safe_points, safe_stop_callback
 
     recipe, ds, run_dir = ctx.recipe, ctx.dataset, ctx.run_dir
-    preflighted = pipeline is not None  # this split's data and model were already tried
     if isinstance(ds, StreamedDataset):
         data = _streamed_parts(ds, recipe, evaluate_test)
     else:
@@ -245,7 +264,7 @@ def run_job(
 
     x_few, y_few = data.few()
     model, facts = _compiled_model(recipe, x_few, _build_context(pipeline, ctx.base_dir))
-    if not preflighted or not model.built:  # a subclassed (plugin) model builds on its first batch
+    if not model.built or _signature(x_few, y_few) != checked:  # a plugin's model builds on its first batch
         _check_fits(recipe, model, x_few, y_few)
     record_model_facts(ctx, facts)
     steps = steps_per_execution(recipe, model, batches_per_epoch(recipe, data), reads_repeating(recipe, data),

@@ -171,7 +171,7 @@ def _run_here(ctx, spec: JobSpec) -> JobResult:
         split = Split("final", np.arange(len(ctx.dataset.y_train)), None)
         child, parent = None, ctx.tracked
     job_ctx = ctx.job_context(RunDir(spec.job_dir), child)
-    return run_fold_job(job_ctx, split, spec, pipeline=ctx.pipeline_for(split), parent=parent)
+    return run_fold_job(job_ctx, split, spec, pipeline=ctx.pipeline_for(split), checked=ctx.checked, parent=parent)
 
 
 def _common(ctx) -> dict:

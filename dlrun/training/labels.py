@@ -9,7 +9,8 @@ silently. So every label of every part is checked here with NumPy, per output:
   (``ignore_class`` excepted);
 - binary losses (``binary_crossentropy``, the focal one): values in ``0 … 1``.
 
-Only when a class-index loss is used is the model built once more, to read its output units.
+A class-index loss needs the model's output units: the preflight reads them off the model it tried
+(:func:`output_units`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from dlrun.data.dataset import Dataset, NamedArrays, StreamedDataset, plain, rows as take_rows, source_row
+from dlrun.data.dataset import Dataset, NamedArrays, StreamedDataset, rows as take_rows, source_row
 from dlrun.errors import DataError
 
 CLASS_INDEX_LOSSES = {"sparse_categorical_crossentropy", "SparseCategoricalCrossentropy"}
@@ -26,16 +27,14 @@ BINARY_LOSSES = {"binary_crossentropy", "BinaryCrossentropy", "binary_focal_cros
                  "BinaryFocalCrossentropy"}
 
 
-def check_labels_fit(recipe, dataset, splits, pipeline, base_dir=None) -> None:
+def check_labels_fit(recipe, dataset, splits, pipeline, units: dict[str | None, int]) -> None:
     """Raise :class:`DataError` naming the part, the row and the fix for the first label the
-    loss of its output cannot take."""
+    loss of its output cannot take. ``units``: each output's last axis (:func:`output_units`)."""
     if recipe.compile.loss is None:  # a kind with its own losses (vae, gan) learns from the inputs alone
         return
     losses = output_losses(recipe, dataset)
     if not any(spec.name in CLASS_INDEX_LOSSES | BINARY_LOSSES for spec in losses.values()):
         return
-    units = _output_units(recipe, dataset, splits[0], pipeline, base_dir) \
-        if any(spec.name in CLASS_INDEX_LOSSES for spec in losses.values()) else {}
     if isinstance(dataset, StreamedDataset):
         _check_streamed(recipe, dataset, losses, units)
         return
@@ -140,26 +139,16 @@ def _output_shapes(model, x_few) -> list[tuple]:
     return [tuple(np.shape(o)) for o in (out if isinstance(out, (list, tuple)) else [out])]
 
 
-def _output_units(recipe, dataset, split, pipeline, base_dir) -> dict[str | None, int]:
-    """The last axis of each model output, from the model built again as the preflight built
-    it (then cleared, so the run's own model gets the same names and initial weights)."""
-    import keras
+def needs_output_units(recipe, dataset) -> bool:
+    """Whether the labels check needs the model's output units (a class-index loss)."""
+    return recipe.compile.loss is not None and any(
+        spec.name in CLASS_INDEX_LOSSES for spec in output_losses(recipe, dataset).values())
 
-    from dlrun.training.job import _build_context, _compiled_model, _preflight_data
 
-    if pipeline is None or isinstance(dataset, StreamedDataset):
-        pipeline, data = _preflight_data(recipe, dataset, split)
-        x_few = data.few()[0]
-    else:
-        x_few = plain(pipeline.apply(dataset.x_train[split.train[:2]])[0])
-    model, _ = _compiled_model(recipe, x_few, _build_context(pipeline, base_dir))
+def output_units(model, x_few) -> dict[str | None, int]:
+    """The last axis of each model output (by name for a graph model's named outputs)."""
     outputs = getattr(model, "_outputs_struct", None)
     if isinstance(outputs, dict):
-        units = {name: int(t.shape[-1]) for name, t in outputs.items() if t.shape[-1] is not None}
-    else:
-        shapes = _output_shapes(model, x_few)
-        units = {None: int(shapes[0][-1])} if len(shapes) == 1 and shapes[0][-1] is not None else {}
-    del model
-    keras.backend.clear_session(free_memory=False)
-    keras.utils.set_random_seed(recipe.seed)
-    return units
+        return {name: int(t.shape[-1]) for name, t in outputs.items() if t.shape[-1] is not None}
+    shapes = _output_shapes(model, x_few)
+    return {None: int(shapes[0][-1])} if len(shapes) == 1 and shapes[0][-1] is not None else {}

@@ -53,7 +53,7 @@ class ProtocolContext:
     tracker: Any  # Tracker | None
     tracked: Any  # TrackedRun | None (the run itself, the parent for folds)
     reporter: Any
-    first_pipeline: Any = None  # fitted on splits[0] by the preflight; reused by its job
+    preflight: Any = None  # dlrun.training.job.Preflight: splits[0]'s fitted pipeline, the data it tried
     base_dir: Any = None  # the recipe's folder
     resume: bool = False  # continue each job from its checkpoint; keep finished folds
     executor: Any = None  # where K-fold's jobs run (dlrun.execution); None: in this process, one by one
@@ -62,7 +62,13 @@ class ProtocolContext:
         return JobContext(self.recipe, self.dataset, run_dir, tracked, self.reporter, self.base_dir, self.resume)
 
     def pipeline_for(self, split: Split):
-        return self.first_pipeline if split is self.splits[0] else None
+        """The preflight's fitted pipeline for the split it was fitted on (others fit their own)."""
+        return self.preflight.pipeline if self.preflight is not None and split is self.splits[0] else None
+
+    @property
+    def checked(self):
+        """The sample signature the preflight put through the model: a job seeing the same need not try again."""
+        return self.preflight.checked if self.preflight is not None else None
 
 
 def _best_epoch(curve: list[float] | None, monitor: str, mode: str = "min") -> dict[str, float]:
@@ -114,7 +120,8 @@ def run_holdout(ctx: ProtocolContext) -> dict[str, float]:
     if getattr(ctx.executor, "name", "serial") != "serial":
         ctx.reporter.note(f"a hold-out run is one job: it runs in this process, not on --executor {ctx.executor.name}")
     ctx.run_dir.write_json("splits.json", _split_record(ctx.splits, ctx.dataset))
-    result = run_job(ctx.job_context(ctx.run_dir, ctx.tracked), split, pipeline=ctx.pipeline_for(split))
+    result = run_job(ctx.job_context(ctx.run_dir, ctx.tracked), split, pipeline=ctx.pipeline_for(split),
+                     checked=ctx.checked)
     summary = final_metrics(result)
     monitor = "val_loss" if "val_loss" in result.history else "loss"
     summary.update(_best_epoch(result.history.get(monitor), monitor))

@@ -115,9 +115,9 @@ def run_recipe(
         from dlrun.training.tasks import prepare_task
 
         protocol = prepare_task(loaded, output_root, tracking_uri)
-        dataset, splits, first_pipeline = _TaskInputs(protocol.info), [], None
+        dataset, splits, tried = _TaskInputs(protocol.info), [], None
     else:
-        protocol, dataset, splits, first_pipeline = _prepare_training(loaded, reporter)
+        protocol, dataset, splits, tried = _prepare_training(loaded, reporter)
     check_free_space(output_root)
     tracker = _open_store(output_root, experiment, tracking_uri, resume)
     freeze_loaded_objects(after="mlflow")  # its modules, imported by now, too
@@ -133,7 +133,7 @@ def run_recipe(
                 recheck_resume(resume)  # another process may have run it meanwhile
             tracker.notify_outage(offline_notice(run_dir, reporter.warn))
             run = _Run(loaded, summary, run_dir, tracker, reporter, command, resume, tags, executor)
-            run.execute(protocol, dataset, splits, first_pipeline)
+            run.execute(protocol, dataset, splits, tried)
     except KeyboardInterrupt:  # in the instant before the run began: leave no empty run directory
         if resume is None and not run_dir.file("run.json").exists():
             shutil.rmtree(run_dir.path, ignore_errors=True)
@@ -154,7 +154,7 @@ def procedure(recipe) -> str:
 
 def _prepare_training(loaded: LoadedRecipe, reporter):
     """The data, its splits, and the first job tried on a few rows: ``(protocol, dataset, splits,
-    the first split's fitted pipeline)``."""
+    what the preflight tried)`` (:class:`dlrun.training.job.Preflight`; None for a baseline)."""
     from dlrun.data.dataset import StreamedDataset
     from dlrun.data.sources import load_data
     from dlrun.data.splits import apply_test_split
@@ -171,13 +171,13 @@ def _prepare_training(loaded: LoadedRecipe, reporter):
     splits = protocol.plan(recipe, dataset)
     for warning in check_parts(recipe, dataset, splits):  # one-class parts refused, nothing held out said
         reporter.warn(warning)
-    first_pipeline = None
+    tried = None
     if recipe.model is not None and recipe.evaluation.protocol != "baseline":
-        first_pipeline, logged = preflight(recipe, dataset, splits[0], loaded.base_dir)
+        tried = preflight(recipe, dataset, splits[0], loaded.base_dir)
         if recipe.evaluation.protocol == "kfold":
-            check_kfold_monitor(recipe, logged)
-        check_labels_fit(recipe, dataset, splits, first_pipeline, loaded.base_dir)
-    return protocol, dataset, splits, first_pipeline
+            check_kfold_monitor(recipe, tried.logged)
+        check_labels_fit(recipe, dataset, splits, tried.pipeline, tried.output_units)
+    return protocol, dataset, splits, tried
 
 
 def _open_store(output_root: Path, experiment: str, tracking_uri: str | None, resume):
@@ -206,7 +206,7 @@ class _Run:
         self.executor = executor
         self.tracked = None
 
-    def execute(self, protocol, dataset, splits, first_pipeline) -> None:
+    def execute(self, protocol, dataset, splits, tried) -> None:
         """Run the protocol, then record the outcome; raises what ended the run (with the
         summary), or :class:`RunInterrupted` when a signal came while it was being recorded."""
         from dlrun.training import interrupts
@@ -215,7 +215,7 @@ class _Run:
         with interrupts.live_run(lambda: f"{_run_words(summary)} {summary.status} in {summary.run_dir}"):
             try:
                 try:
-                    self._train(protocol, dataset, splits, first_pipeline)
+                    self._train(protocol, dataset, splits, tried)
                     outcome = ("FINISHED", None, None)
                 except KeyboardInterrupt as exc:
                     outcome = ("KILLED", _interrupted(exc), exc)
@@ -241,7 +241,7 @@ class _Run:
         if late:
             raise RunInterrupted(summary, [], late, uploaded)
 
-    def _train(self, protocol, dataset, splits, first_pipeline) -> None:
+    def _train(self, protocol, dataset, splits, tried) -> None:
         from dlrun.training.protocols import ProtocolContext
 
         loaded, summary, run_dir, recipe = self.loaded, self.summary, self.run_dir, self.loaded.recipe
@@ -256,7 +256,7 @@ class _Run:
                              seed=recipe.seed, recipe_file=str(loaded.path), overrides=loaded.overrides)
         self.reporter.run_started({"protocol": summary.protocol, "recipe": recipe.name, "run_dir": summary.run_dir})
         ctx = ProtocolContext(recipe, dataset, splits, run_dir, self.tracker, self.tracked, self.reporter,
-                              first_pipeline, loaded.base_dir, self.resume is not None, self.executor)
+                              tried, loaded.base_dir, self.resume is not None, self.executor)
         summary.metrics = protocol.run(ctx)
         run_dir.write_json("summary.json", summary.metrics)
 
