@@ -59,3 +59,32 @@ def test_a_time_series_run_draws_its_common_sense_baseline(jena_like, tmp_path, 
     for title in ("loss", "mae"):  # jena_dense's loss is the MAE too
         lines = [line for line in _panel(fig, title).get_lines() if "baseline" in str(line.get_label()).lower()]
         assert len(lines) == 1 and lines[0].get_ydata()[0] == pytest.approx(baseline), title
+
+
+def _overlaps(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+@pytest.mark.parametrize("history", [
+    {"loss": [0.61, 0.32, 0.25], "val_loss": [0.4, 0.3, 0.28], "accuracy": [0.8, 0.9, 0.93],
+     "val_accuracy": [0.85, 0.9, 0.92]},
+    {"loss": [2e-5, 1.5e-5, 1.2e-5], "val_loss": [2.2e-5, 1.9e-5, 1.7e-5], "mae": [123456.0, 98765.0, 87654.0],
+     "val_mae": [130000.0, 99000.0, 91000.0], "binary_accuracy": [0.5, 0.6, 0.7], "auc": [0.7, 0.8, 0.9],
+     "learning_rate": [1e-3, 5e-4, 2.5e-4]},
+], ids=["two panels", "five panels on two rows"])
+def test_panels_keep_their_labels_inside_the_figure_and_apart(history):
+    from dlrun.track.plots import history_figure
+
+    fig = history_figure(history, "a run — holdout")
+    renderer = fig.canvas.get_renderer()
+    fig.canvas.draw()
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    title = fig._suptitle.get_window_extent(renderer)
+    for ax in panels:
+        outer = ax.get_tightbbox(renderer)  # the panel with its ticks, labels, title and legend
+        assert fig.bbox.x0 - 1 <= outer.x0 and outer.x1 <= fig.bbox.x1 + 1, ax.get_title()
+        assert fig.bbox.y0 - 1 <= outer.y0 and outer.y1 <= fig.bbox.y1 + 1, ax.get_title()
+        assert not _overlaps(outer, title), ax.get_title()
+        for other in panels:
+            if other is not ax:
+                assert not _overlaps(outer, other.get_tightbbox(renderer)), (ax.get_title(), other.get_title())
