@@ -39,6 +39,20 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
 
 
+def pytest_sessionfinish(session):
+    """A pytest-xdist worker hands its fuzz counts to the controller (pytest_testnodedown)."""
+    counts = session.config.__dict__.get("dlrun_fuzz_counts")
+    if counts and hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["dlrun_fuzz_counts"] = counts
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    counts = getattr(node, "workeroutput", {}).get("dlrun_fuzz_counts")
+    if counts:
+        node.config.__dict__.setdefault("dlrun_fuzz_counts", {}).update(counts)
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     """The recipe fuzz test's count of inputs, shown even without -s (tests/test_recipe_fuzz.py)."""
     counts = config.__dict__.get("dlrun_fuzz_counts")
