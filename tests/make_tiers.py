@@ -1,6 +1,6 @@
 """Write ``tests/slow_tests.txt`` from a measured run, so ``pytest -m "not slow"`` stays quick.
 
-    python -m pytest -q -p no:cacheprovider -p no:xdist --durations=0 > durations.log   # serially, on 2 cores
+    python -m pytest -q -p no:cacheprovider -n 0 --durations=0 > durations.log   # serially, on 2 cores
     python tests/make_tiers.py durations.log [--budget 150]
 
 Every test's setup, call and teardown seconds are summed; the quickest tests not already marked
@@ -37,8 +37,8 @@ def durations(log: str) -> dict[str, float]:
 
 def explicitly_slow() -> set[str]:
     """Node ids already marked slow in the code (collected with the list file ignored)."""
-    out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "slow", "-p",
-                          "no:cacheprovider", "-p", "no:xdist", str(HERE)], capture_output=True, text=True, cwd=HERE.parent,
+    command = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "slow", "-p", "no:cacheprovider", "-n0"]
+    out = subprocess.run([*command, str(HERE)], capture_output=True, text=True, cwd=HERE.parent,
                          env={**os.environ, "DLRUN_NO_SLOW_LIST": "1"})
     return {line.strip() for line in out.stdout.splitlines() if "::" in line}
 
