@@ -252,6 +252,7 @@ def test_per_output_losses_and_weights_reach_compile(tmp_path):
          "gender": np.array([[0], [1], [1], [0]], "float32")}
     names = check_data_fits(model, x, y)
     assert {"loss", "age_loss", "income_loss", "gender_loss", "income_accuracy", "gender_accuracy"} <= set(names)
+    assert not model.run_eagerly and model.test_function is None  # the check ran eagerly; fit traces its own
     logs = model.test_on_batch(x, y, return_dict=True)
     weighted = 0.25 * logs["age_loss"] + logs["income_loss"] + 10 * logs["gender_loss"]
     assert logs["loss"] == pytest.approx(weighted, rel=1e-4)

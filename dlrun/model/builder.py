@@ -175,11 +175,11 @@ def _eagerly(model):
     if getattr(model, "jit_compile", False) or tf.distribute.has_strategy():
         yield
         return
-    model.run_eagerly = True
+    before, model.run_eagerly = model.run_eagerly, True
     try:
         yield
     finally:
-        model.run_eagerly = False
+        model.run_eagerly = before
         model.test_function = None  # fit and evaluate trace their own
 
 
