@@ -163,8 +163,14 @@ def test_kfold_nested_runs_aggregates_and_no_leakage(tmp_path):
     assert not np.allclose(means[0], means[1])  # refitted per fold
 
 
-def test_kfold_refit_trains_final_model_for_best_epoch(tmp_path):
+def test_kfold_refit_trains_final_model_for_best_epoch(tmp_path, monkeypatch):
+    from dlrun.training import job
+
+    tried = []
+    check = job._check_fits
+    monkeypatch.setattr(job, "_check_fits", lambda *args: tried.append(1) or check(*args))
     summary = _run(tmp_path, BOSTON_KFOLD, ["evaluation.refit=true", "evaluation.k=2"])
+    assert len(tried) == 1  # the preflight's: both folds and the refit have samples like the ones it tried
     assert "test_mae" in summary.metrics and summary.metrics["refit_epochs"] == summary.metrics["best_epoch"]
     final_history = (Path(summary.run_dir) / "final" / "history.csv").read_text().strip().splitlines()
     assert len(final_history) - 1 == summary.metrics["best_epoch"]
