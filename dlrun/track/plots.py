@@ -62,7 +62,7 @@ def _panels(keys: Sequence[str]) -> tuple[list[str], list[str]]:
 
 # Panels of a fixed size laid out with fixed margins (inches): room for 7-character tick labels and
 # a y label on the left, the panel's title and the figure's title above. matplotlib's constrained
-# layout measured every text first and cost as much again as drawing (0.35 s a run on 2 cores).
+# layout measured every text before drawing: the quickstart's PNG took 0.49 s with it, 0.29 s without.
 PANEL_WIDTH, PANEL_HEIGHT = 4.8, 3.6
 LEFT, RIGHT, BETWEEN_COLUMNS = 0.95, 0.2, 1.15
 TOP, BOTTOM, BETWEEN_ROWS = 0.75, 0.55, 1.0
