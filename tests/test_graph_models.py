@@ -430,3 +430,15 @@ def test_a_single_output_keyed_loss_with_arguments_validates_and_trains(tmp_path
     errors = _errors(tmp_path, "name: s\ndata: {source: embedded, name: iris}\nmodel: {layers: [{Dense: {units: 3}}]}\n"
                                "compile: {loss: {out: {Huber: {delta: 1.0}}}}\n")
     assert any("compile.loss: a loss per output needs a graph model" in e for e in errors), errors
+
+
+def test_keras_messages_reach_the_user_without_tensorflows_wrapping():
+    from dlrun.model.builder import first_line
+
+    raw = ("{{function_node __wrapped__SparseSoftmaxCrossEntropyWithLogits_device_/job:localhost/replica:0/task:0/"
+           "device:CPU:0}} Received a label value of 9 which is outside the valid range of [0, 5).  Label values: 2 9 "
+           "[Op:SparseSoftmaxCrossEntropyWithLogits] name: ")
+    assert first_line(ValueError(raw)) == "Received a label value of 9 which is outside the valid range of [0, 5). " \
+                                          "Label values: 2 9"
+    assert first_line(ValueError("layer \x1b[1mdense\x1b[0m is incompatible")) == "layer dense is incompatible"
+    assert first_line(ValueError("the range [0, 5) stays")) == "the range [0, 5) stays"

@@ -3,6 +3,7 @@ kind (:data:`dlrun.model.kinds.KINDS`); the layer stacks (``sequential``) are bu
 
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +28,13 @@ class BuildContext:
     facts: dict[str, Any] = field(default_factory=dict)
 
 
+# What TensorFlow and Keras wrap their messages in, of no use to a reader: the kernel's node name,
+# the op's name, terminal bold.
+_WRAPPING = re.compile(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:[^\]]*\](\s*name:\s*\S*)?|\x1b\[[0-9;]*m")
+
+
 def first_line(exc: Exception) -> str:
-    text = str(exc).strip() or type(exc).__name__
+    text = _WRAPPING.sub("", str(exc)).strip() or type(exc).__name__
     return text.splitlines()[0] if len(text) > 400 else " ".join(text.split())
 
 
