@@ -411,3 +411,24 @@ def test_log_keras_model_loads_back(store, tmp_path, monkeypatch):
     assert not (tmp_path / "mlruns").exists()
     requirements = (tmp_path / "models" / "requirements.txt").read_text()
     assert f"keras=={keras.__version__}" in requirements
+
+
+def test_model_logging_skips_mlflows_check_of_its_own_pins_only(store, tmp_path, monkeypatch):
+    """MLflow checks a model's pip requirements against the installed packages (0.9 s per process,
+    mapping every distribution's files): dlrun's own pins are the installed versions, so that
+    check is skipped for them, and put back after; requirements a caller gives are still checked."""
+    keras = pytest.importorskip("keras")
+    from mlflow.utils import environment
+
+    checked = []
+    spy = lambda requirements: checked.append(list(requirements))  # noqa: E731
+    monkeypatch.setattr(environment, "warn_dependency_requirement_mismatches", spy)
+    monkeypatch.chdir(tmp_path)
+    model = keras.Sequential([keras.Input(shape=(4,)), keras.layers.Dense(2)])
+    tracker = store[2]
+    run = tracker.start_run("pins")
+    assert run.log_keras_model(model, name="pinned").startswith("models:/")
+    assert checked == [] and environment.warn_dependency_requirement_mismatches is spy
+    run.log_keras_model(model, name="given", pip_requirements=[f"keras=={keras.__version__}"])
+    run.end("FINISHED")
+    assert len(checked) == 1 and f"keras=={keras.__version__}" in checked[0]

@@ -24,6 +24,7 @@ import contextlib
 import json
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +93,8 @@ def log_keras_model(
     from mlflow.entities import LoggedModelOutput, LoggedModelStatus
     from mlflow.models import Model
 
-    if pip_requirements is None:
+    pinned_here = pip_requirements is None
+    if pinned_here:
         pip_requirements = default_pip_requirements()
     if isinstance(signature, str) and signature == "infer":
         signature = keras_signature(model)
@@ -117,15 +119,16 @@ def log_keras_model(
                 run_id=run_id,
                 model_id=logged.model_id,
             )
-            mlflow.keras.save_model(
-                model,
-                str(local),
-                mlflow_model=mlflow_model,
-                pip_requirements=pip_requirements,
-                signature=signature,
-                input_example=input_example,
-                metadata=metadata,
-            )
+            with _no_requirement_check() if pinned_here else contextlib.nullcontext():
+                mlflow.keras.save_model(
+                    model,
+                    str(local),
+                    mlflow_model=mlflow_model,
+                    pip_requirements=pip_requirements,
+                    signature=signature,
+                    input_example=input_example,
+                    metadata=metadata,
+                )
             for pycache in local.rglob("__pycache__"):
                 shutil.rmtree(pycache, ignore_errors=True)
             retry_locked(client.log_model_artifacts, logged.model_id, str(local))
@@ -135,6 +138,29 @@ def log_keras_model(
         raise
     retry_locked(client.finalize_logged_model, logged.model_id, LoggedModelStatus.READY)
     return f"models:/{logged.model_id}"
+
+
+_CHECK_SWAP = threading.Lock()
+
+
+@contextlib.contextmanager
+def _no_requirement_check():
+    """Without MLflow's check that the model's pip requirements are installed: it maps every
+    installed distribution's files to modules first, 0.9 s of each process that logs a model, and
+    the requirements pinned here are the installed versions, read from the same metadata."""
+    from mlflow.utils import environment
+
+    name = "warn_dependency_requirement_mismatches"  # looked up in that module when called
+    with _CHECK_SWAP:  # one swap at a time: two threads must not keep each other's stand-in
+        check = getattr(environment, name, None)
+        if check is None:  # a later MLflow without it
+            yield
+            return
+        setattr(environment, name, lambda requirements: None)
+        try:
+            yield
+        finally:
+            setattr(environment, name, check)
 
 
 def run_logged_model(client: Any, run_id: str) -> str | None:
