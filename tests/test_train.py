@@ -180,6 +180,63 @@ def test_kfold_refit_trains_final_model_for_best_epoch(tmp_path, monkeypatch):
     assert client.get_run(summary.run_id).outputs.model_outputs  # the refit's model: the run's logged model
 
 
+def _spy_on_final_evaluations(monkeypatch):
+    """The parts ``run_job`` evaluates after training (their prefixes), and the last job's model and data."""
+    from dlrun.training import fitting, job
+
+    evaluated, trained = [], {}
+    evaluate, train = job._evaluate, fitting.train_stages
+
+    def train_stages(ctx, model, data, *args, **kwargs):
+        import keras
+
+        class Batches(keras.callbacks.Callback):  # how many batches each validation in fit takes
+            def on_test_begin(self, logs=None):
+                validations.append(0)
+
+            def on_test_batch_end(self, batch, logs=None):
+                validations[-1] += 1
+
+        fit, validations = model.fit, []
+        model.fit = lambda *a, callbacks=(), **k: fit(*a, callbacks=[*callbacks, Batches()], **k)
+        trained.update(model=model, data=data, batch_size=ctx.recipe.fit.batch_size, validations=validations)
+        return train(ctx, model, data, *args, **kwargs)
+
+    monkeypatch.setattr(job, "_evaluate", lambda model, part, size, prefix, callbacks:
+                        evaluated.append(prefix) or evaluate(model, part, size, prefix, callbacks))
+    monkeypatch.setattr(fitting, "train_stages", train_stages)
+    return evaluated, trained, evaluate
+
+
+@pytest.mark.parametrize("extra", ["", "deterministic: true\n"], ids=["arrays", "seeded stream"])
+def test_the_last_epochs_validation_is_the_final_one_when_the_weights_are_the_same(tmp_path, monkeypatch, extra):
+    """The validation part is not evaluated a second time after training: the last epoch's
+    numbers are the final ones, exactly (a seeded stream's fit validates in fit.batch_size
+    batches too: 24 rows, 16 a batch, where Keras' default would make one batch of 32)."""
+    evaluated, trained, evaluate = _spy_on_final_evaluations(monkeypatch)
+    summary = _run(tmp_path, iris_recipe("iris_val", extra=extra))
+    assert evaluated == ["test_"]
+    assert trained["validations"] == [2, 2, 2]  # 24 rows in batches of 16, every epoch
+    metrics = json.loads((Path(summary.run_dir) / "metrics.json").read_text())
+    again = evaluate(trained["model"], trained["data"].validation, trained["batch_size"], "val_", [])
+    assert {k: v for k, v in metrics.items() if k.startswith("val_")} == again
+    last = (Path(summary.run_dir) / "history.csv").read_text().splitlines()
+    header, row = last[0].split(","), last[-1].split(",")
+    assert float(row[header.index("val_loss")]) == pytest.approx(again["val_loss"], rel=1e-6)
+
+
+def test_weights_restored_after_the_last_epoch_are_evaluated_again(tmp_path, monkeypatch):
+    evaluated, trained, evaluate = _spy_on_final_evaluations(monkeypatch)
+    callbacks = "  callbacks:\n    - EarlyStopping: {monitor: val_loss, patience: 1, restore_best_weights: true}\n"
+    text = iris_recipe("iris_restore", epochs=4, optimizer="{Adam: {learning_rate: 0.5}}").replace(
+        "  batch_size: 16\n", "  batch_size: 16\n" + callbacks)
+    summary = _run(tmp_path, text)
+    assert evaluated == ["val_", "test_"]
+    metrics = json.loads((Path(summary.run_dir) / "metrics.json").read_text())
+    again = evaluate(trained["model"], trained["data"].validation, trained["batch_size"], "val_", [])
+    assert metrics["val_loss"] == pytest.approx(again["val_loss"])
+
+
 def test_a_model_that_does_not_fit_the_data_fails_before_anything_is_created(tmp_path):
     bad = IRIS.replace("Dense: {units: 3, activation: softmax}", "Dense: {units: 5, activation: softmax}")
     with pytest.raises(ModelBuildError, match="the data does not fit the model"):

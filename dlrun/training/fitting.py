@@ -233,6 +233,8 @@ def _inputs(recipe, data, start: int, skip: int = 0) -> dict[str, Any]:
     more = {"validation_steps": recipe.fit.validation_steps} if data.streamed else {}
     if stream is not None:  # batch k of the job's seeded stream, wherever the job stopped
         steps = (recipe.fit.steps_per_epoch if data.streamed else None) or stream.batches_per_pass
+        if not data.streamed:  # arrays to validate on: in fit.batch_size batches, as without a stream
+            more = {"validation_batch_size": recipe.fit.batch_size}
         return {"x": stream.dataset(start * steps + skip), "steps_per_epoch": steps - skip, "shuffle": False, **more}
     if data.streamed:  # an image folder in tf.data's order, which starts over in a new process:
         steps = recipe.fit.steps_per_epoch  # skipping keeps the epoch's length, not its exact batches

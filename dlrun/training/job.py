@@ -66,6 +66,27 @@ def _evaluate(model, part, batch_size: int, prefix: str, callbacks: list) -> dic
     return {f"{prefix}{k}": float(v) for k, v in values.items()}
 
 
+# Recipe callbacks that leave the weights as the last epoch's validation saw them (EarlyStopping
+# too, unless it restores its best epoch's weights).
+_KEEP_WEIGHTS = frozenset({"ModelCheckpoint", "CSVLogger", "ReduceLROnPlateau", "LearningRateScheduler",
+                           "TensorBoard", "TerminateOnNaN"})
+
+
+def last_validation(recipe, data, trained: dict[str, list]) -> dict[str, float] | None:
+    """The last epoch's validation metrics, where evaluating the validation part again would give
+    the same numbers: that epoch was trained in this process (``trained``: the epochs trained now),
+    on in-memory arrays, which ``fit`` validates in ``fit.batch_size`` batches like the final
+    evaluation, and no recipe callback changed the weights after it. Otherwise None."""
+    if data.streamed or not isinstance(data.validation, tuple):
+        return None
+    for spec in recipe.fit.callbacks:
+        restores = spec.name == "EarlyStopping" and spec.args.get("restore_best_weights")
+        if restores or (spec.name not in _KEEP_WEIGHTS and spec.name != "EarlyStopping"):
+            return None
+    last = {key: float(values[-1]) for key, values in trained.items() if key.startswith("val_") and values}
+    return last or None
+
+
 @dataclass
 class Preflight:
     """What the preflight tried, for the run to reuse: the first split's fitted pipeline, the
@@ -288,11 +309,12 @@ def run_job(
     stop = safe_stop_callback(finish_validation=recipe.fit.checkpoint)  # a whole epoch to save
     metrics: dict[str, float] = {}
     with safe_points():  # Ctrl-C/SIGTERM stop at the next batch, then raise
-        history = train_stages(ctx, model, data, split.name, epochs, stop, checkpoint)
-        history = joined(earlier, history)
+        trained = train_stages(ctx, model, data, split.name, epochs, stop, checkpoint)
+        history = joined(earlier, trained)
         if not pending():  # a noted signal is raised as Interrupted when this block ends
             if data.validation is not None:
-                metrics.update(_evaluate(model, data.validation, recipe.fit.batch_size, "val_", [stop]))
+                metrics.update(last_validation(recipe, data, trained)
+                               or _evaluate(model, data.validation, recipe.fit.batch_size, "val_", [stop]))
             if data.test is not None:
                 metrics.update(_evaluate(model, data.test, recipe.fit.batch_size, "test_", [stop]))
     if isinstance(ds, StreamedDataset) and ds.extra_metrics is not None and not pending():
