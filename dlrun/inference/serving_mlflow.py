@@ -30,12 +30,15 @@ def log_serving_model(tracked, job_dir: Path, model) -> str | None:
 
     A serving model that cannot be made (a run directory from an older dlrun) must not fail a
     finished training: the bare model is logged instead, with a warning."""
+    from dlrun.track.runs import RunReader
+
     if tracked.offline:
         return None
-    if not takes_the_data(job_dir):
+    job = RunReader(job_dir)  # one reader: the saved recipe is read and validated once
+    if not takes_the_data(job):
         return tracked.log_keras_model(model, name="model")
     try:
-        plan, trained = serving_plan(job_dir, model)
+        plan, trained = serving_plan(job, model)
     except Exception as exc:  # noqa: BLE001 - the training is done; log what we can
         log.warning("the logged model has no preprocessing inside (%s: %s); it takes the model's own inputs",
                     type(exc).__name__, exc)
@@ -52,25 +55,24 @@ def log_serving_model(tracked, job_dir: Path, model) -> str | None:
 _NO_SERVING_SOURCES = ("text_chars",)
 
 
-def takes_the_data(job_dir: Path) -> bool:
+def takes_the_data(job) -> bool:
     """Whether the job's model takes the run's data (then its preprocessing goes in front): not a
     VAE, GAN or plugin model (subclassed; a GAN takes latent points), nor a character model
     (one-hot windows in)."""
     from dlrun.model.kinds import KINDS
-    from dlrun.track.runs import RunReader
 
-    recipe = RunReader(job_dir).recipe
+    recipe = job.top.recipe
     return KINDS[recipe.model.type].serves_data and recipe.data.source not in _NO_SERVING_SOURCES
 
 
-def serving_plan(job_dir: Path, model):
-    """The serving plan of the job in ``job_dir`` around its (in-memory) ``model``, built from what
-    the run directory recorded: its recipe, preprocessing.json and data.json (no data is loaded)."""
+def serving_plan(job, model):
+    """The serving plan of ``job`` (a :class:`~dlrun.track.runs.RunReader`) around its (in-memory)
+    ``model``, built from what the run directory recorded: its recipe, preprocessing.json and
+    data.json (no data is loaded)."""
     from dlrun.inference.export_plan import plan_images, plan_in_memory, plan_timeseries
     from dlrun.inference.trained import TrainedModel
-    from dlrun.track.runs import RunReader
 
-    trained = TrainedModel(RunReader(job_dir))
+    trained = TrainedModel(job)
     data = trained.recipe.data
     if data.source == "image_directory":
         return plan_images(model, data), trained
