@@ -65,8 +65,31 @@ def configure_runtime(seed: int, deterministic: bool = False) -> None:
     grow_gpu_memory(tf)  # before anything touches a GPU
     tf.get_logger().setLevel(logging.ERROR)  # tf.function retracing notes between K-fold folds
     keras.utils.set_random_seed(seed)
-    if deterministic:  # the same ops in the same order give the same bits (slower on GPU)
+    op_determinism(deterministic)
+
+
+_determinism_ours = False  # op determinism on because a deterministic recipe ran in this process
+
+
+def op_determinism(on: bool) -> None:
+    """Op determinism for this run: the same ops in the same order give the same bits (slower on a
+    GPU; tf.data's parallel maps run in order). A deterministic recipe turns it on; a later run
+    without it in the same process (a notebook, serial tuning trials) turns it off again, unless
+    the caller had turned it on. TensorFlow exports only the switch on; its switch off is internal."""
+    global _determinism_ours
+    import tensorflow as tf
+
+    try:
+        from tensorflow.python.framework import config
+        is_on, switch_off = config.is_op_determinism_enabled, config.disable_op_determinism
+    except (ImportError, AttributeError):  # another TensorFlow: on only, as before
+        is_on, switch_off = None, None
+    if on:
+        _determinism_ours = _determinism_ours or (is_on is not None and not is_on())
         tf.config.experimental.enable_op_determinism()
+    elif _determinism_ours and switch_off is not None:
+        switch_off()
+        _determinism_ours = False
 
 
 def grow_gpu_memory(tf) -> None:
