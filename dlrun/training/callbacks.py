@@ -26,6 +26,9 @@ _EPOCH_FIELDS = {"epoch"}
 _BATCH_FIELDS = {"epoch", "batch"}  # saving every N batches (save_freq: N)
 # Callbacks that add the optimizer's rate to the epoch's logs.
 _LOGS_LEARNING_RATE = {"ReduceLROnPlateau", "LearningRateScheduler"}
+# Callbacks that never change the weights (EarlyStopping too, unless it restores its best epoch's).
+_LEAVE_WEIGHTS = {"ModelCheckpoint", "CSVLogger", "ReduceLROnPlateau", "LearningRateScheduler", "TensorBoard",
+                  "TerminateOnNaN"}
 
 
 def _watches(spec: KerasObject) -> str | None:
@@ -36,6 +39,13 @@ def _watches(spec: KerasObject) -> str | None:
     if entry is None or "monitor" not in entry["args"]:
         return None
     return str(spec.args.get("monitor", "val_loss"))
+
+
+def keep_last_weights(specs: list[KerasObject]) -> bool:
+    """Whether the weights after training are the last epoch's: no callback restores earlier ones
+    (EarlyStopping's best) or may change them (a plugin's, one not known here)."""
+    return all(spec.name in _LEAVE_WEIGHTS
+               or (spec.name == "EarlyStopping" and not spec.args.get("restore_best_weights")) for spec in specs)
 
 
 def build_callbacks(

@@ -230,11 +230,11 @@ def _loss_words(name: str) -> str:
 def _inputs(recipe, data, start: int, skip: int = 0) -> dict[str, Any]:
     """What ``fit`` trains on from epoch ``start`` on, ``skip`` batches of that epoch already trained."""
     stream = data.stream if data.streamed else _array_stream(recipe, data, skip)
-    more = {"validation_steps": recipe.fit.validation_steps} if data.streamed else {}
+    # Arrays to validate on go in fit.batch_size batches, also where the training part is a stream.
+    more = {"validation_steps": recipe.fit.validation_steps} if data.streamed \
+        else {"validation_batch_size": recipe.fit.batch_size}
     if stream is not None:  # batch k of the job's seeded stream, wherever the job stopped
         steps = (recipe.fit.steps_per_epoch if data.streamed else None) or stream.batches_per_pass
-        if not data.streamed:  # arrays to validate on: in fit.batch_size batches, as without a stream
-            more = {"validation_batch_size": recipe.fit.batch_size}
         return {"x": stream.dataset(start * steps + skip), "steps_per_epoch": steps - skip, "shuffle": False, **more}
     if data.streamed:  # an image folder in tf.data's order, which starts over in a new process:
         steps = recipe.fit.steps_per_epoch  # skipping keeps the epoch's length, not its exact batches

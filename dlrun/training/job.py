@@ -66,23 +66,15 @@ def _evaluate(model, part, batch_size: int, prefix: str, callbacks: list) -> dic
     return {f"{prefix}{k}": float(v) for k, v in values.items()}
 
 
-# Recipe callbacks that leave the weights as the last epoch's validation saw them (EarlyStopping
-# too, unless it restores its best epoch's weights).
-_KEEP_WEIGHTS = frozenset({"ModelCheckpoint", "CSVLogger", "ReduceLROnPlateau", "LearningRateScheduler",
-                           "TensorBoard", "TerminateOnNaN"})
-
-
 def last_validation(recipe, data, trained: dict[str, list]) -> dict[str, float] | None:
     """The last epoch's validation metrics, where evaluating the validation part again would give
     the same numbers: that epoch was trained in this process (``trained``: the epochs trained now),
     on in-memory arrays, which ``fit`` validates in ``fit.batch_size`` batches like the final
     evaluation, and no recipe callback changed the weights after it. Otherwise None."""
-    if data.streamed or not isinstance(data.validation, tuple):
+    from dlrun.training.callbacks import keep_last_weights
+
+    if data.streamed or not isinstance(data.validation, tuple) or not keep_last_weights(recipe.fit.callbacks):
         return None
-    for spec in recipe.fit.callbacks:
-        restores = spec.name == "EarlyStopping" and spec.args.get("restore_best_weights")
-        if restores or (spec.name not in _KEEP_WEIGHTS and spec.name != "EarlyStopping"):
-            return None
     last = {key: float(values[-1]) for key, values in trained.items() if key.startswith("val_") and values}
     return last or None
 
