@@ -232,3 +232,23 @@ def test_a_run_held_by_a_live_process_is_refused_before_any_work(root):
         with pytest.raises(ResumeError, match=rf"run {run_dir} is still running in another process "
                                               rf"\(pid {os.getpid()}\)"):
             prepare_resume(str(run_dir), root, None, [], force=False)
+
+
+@pytest.mark.parametrize("damage", ["weights", "state"])
+def test_a_damaged_checkpoint_is_refused_before_the_run_is_touched(root, damage):
+    """A checkpoint whose weights or state file is corrupt (a full disk, a bad copy) is named with
+    the way out; the run keeps its status and history (it used to fail with h5py's bare OSError,
+    or start again from epoch 1 without a word)."""
+    recipe = _recipe(root, f"damaged_{damage}", epochs=2)
+    first = dlrun.train(recipe, ["fit.keep_checkpoint=true"], output_root=root)
+    run_dir = Path(first.run_dir)
+    status = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps({**status, "status": "KILLED"}))  # as if preempted
+    (state,) = (run_dir / "checkpoint").glob("state.json")
+    target = state if damage == "state" else state.parent / json.loads(state.read_text())["weights"]
+    target.write_bytes(b"\x00not what was saved")
+    kept = {name: (run_dir / name).read_bytes() for name in ("run.json", "history.csv", "metrics.json")}
+    with pytest.raises(ResumeError, match=rf"{run_dir / 'checkpoint'} is damaged \(.*\), so the run cannot "
+                                          r"continue from it: remove that folder"):
+        dlrun.train(None, output_root=root, resume=first.run_dir)
+    assert {name: (run_dir / name).read_bytes() for name in kept} == kept

@@ -133,6 +133,26 @@ def load_checkpoint(job_dir: Path) -> Checkpoint | None:
                       state.get("rng", {}), int(state.get("batch", 0)), state.get("batch_size"), state.get("metrics"))
 
 
+def checkpoint_problem(job_dir: Path) -> str | None:
+    """Why the checkpoint a job directory holds cannot be resumed from (its state unreadable, its
+    weights file missing or not HDF5), or None: none saved yet, or a sound one."""
+    import h5py
+
+    folder = Path(job_dir) / CHECKPOINT_DIR
+    if not (folder / STATE_FILE).exists():
+        return None
+    try:
+        state = json.loads((folder / STATE_FILE).read_text())
+        weights = folder / state["weights"]
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        return f"{STATE_FILE} cannot be read: {type(exc).__name__}: {exc}"
+    if not weights.is_file():
+        return f"its weights file {weights.name} is missing"
+    if not h5py.is_hdf5(weights):
+        return f"its weights file {weights.name} is not a weights file (HDF5)"
+    return None
+
+
 def restore_model(model, checkpoint: Checkpoint) -> None:
     """Load weights, optimizer variables and seed-generator states into a compiled model. The
     optimizers' variables must exist before their values are loaded: a model with several (a GAN,

@@ -137,7 +137,7 @@ def prepare_resume(run: str, output_root: Path, recipe: Path | None, overrides: 
     if diff and not force:
         raise ResumeError(f"the recipe changed since run {run_dir} started; resume with --force to continue "
                           f"with the new one:\n{diff}")
-    _check_batches_match(run_dir, loaded.recipe.fit.batch_size)
+    _check_checkpoints(run_dir, loaded.recipe.fit.batch_size)
     return ResumeTarget(run_dir, status, loaded, bool(diff))
 
 
@@ -154,12 +154,18 @@ def load_for_run(recipe: Path | None, overrides: list[str], output_root: Path, r
     return load_recipe(recipe, overrides), None
 
 
-def _check_batches_match(run_dir: Path, batch_size: int) -> None:
-    """A checkpoint saved inside an epoch counts batches of its batch size: a forced resume
-    may not change it (the hold-out job's checkpoint, or any fold's)."""
-    from dlrun.training.checkpoints import CHECKPOINT_DIR, load_checkpoint
+def _check_checkpoints(run_dir: Path, batch_size: int) -> None:
+    """Each job's checkpoint (the hold-out job's, or any fold's) can be resumed from, before the run
+    is touched: it is readable, and one saved inside an epoch counts batches of its batch size,
+    which a forced resume may not change."""
+    from dlrun.training.checkpoints import CHECKPOINT_DIR, checkpoint_problem, load_checkpoint
 
     for folder in [run_dir, *sorted(run_dir.glob("folds/*"))]:
+        problem = checkpoint_problem(folder)
+        if problem:
+            raise ResumeError(
+                f"{folder / CHECKPOINT_DIR} is damaged ({problem}), so the run cannot continue from it: remove "
+                f"that folder to train this job again from its first epoch, or train the recipe as a new run")
         saved = load_checkpoint(folder) if (folder / CHECKPOINT_DIR).is_dir() else None
         if saved is not None and saved.batch and saved.batch_size not in (None, batch_size):
             raise ResumeError(
